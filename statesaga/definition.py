@@ -1,0 +1,303 @@
+"""`SagaStateMachine`: one saga definition, built from steps or from an explicit graph."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, overload
+
+import structlog
+
+from .exceptions import SagaDefinitionError
+from .graph import (
+    Edge,
+    Graph,
+    StateDef,
+    TransitionInfo,
+    check_callable,
+    check_name,
+    compile_graph,
+)
+from .retry import ACTION_RETRY, COMPENSATION_RETRY, Retry
+from .steps import Callback, SagaStep, StepHandle, StepSpec, snake_case
+
+_log = structlog.get_logger("statesaga")
+
+
+class SagaStateMachine:
+    """One saga definition: named states, the transitions between them, hooks, compensations.
+
+    Build it from steps (`@machine.step`, `machine.step(name, action, compensation=...)`)
+    or as an explicit graph (`add_state`, `add_transition`). It is checked as a whole on
+    first use (or `validate()`): every problem is reported at once in one
+    `SagaDefinitionError`. One definition is shared by all of its running instances.
+    """
+
+    def __init__(self, name: str, *, deadline: float | None = None) -> None:
+        self.name = name
+        self.deadline = deadline
+        self._defs: list[StateDef] = []
+        self._edges: list[Edge] = []
+        self._problems: list[str] = []
+        self._graph: Graph | None = None
+        self._machine: Any = None
+        self._frozen_by: str | None = None
+        if (problem := check_name("saga", name)) is not None:
+            self._problems.append(problem)
+        if deadline is not None and (isinstance(deadline, bool)
+                                     or not isinstance(deadline, int | float) or deadline <= 0):
+            self._problems.append(f"deadline must be a number of seconds > 0, not {deadline!r}")
+
+    # -- building ---------------------------------------------------------------------
+
+    def add_state(
+        self,
+        name: str,
+        on_enter: Callback | None = None,
+        on_exit: Callback | None = None,
+        compensation: Callback | None = None,
+    ) -> None:
+        """Add a forward state; the first one added is the initial state.
+
+        `on_enter(context)` and `on_exit(context)` run inside transitions; `compensation(ctx)`
+        undoes what the state did, from its mirror state `compensating_<name>`.
+        """
+        self._add(StateDef(name=name, step=StepSpec(name=name, action=None,
+                                                    compensation=compensation),
+                           on_enter=on_enter, on_exit=on_exit))
+
+    def add_transition(
+        self,
+        source: str,
+        dest: str,
+        event: str,
+        action: Callback | None = None,
+        guard: Callback | None = None,
+    ) -> None:
+        """`event` in `source` moves to `dest`, if `guard(event, context)` is true.
+
+        `action(event, context)` runs between the old state's on_exit and the new state's
+        on_enter. `dest='compensated'` fails the saga there: it walks back down the mirror.
+        """
+        self._mutating()
+        where = f"transition {source!r} -> {dest!r}"
+        for problem in (check_name("event", event),
+                        check_callable(f"{where}: action", action),
+                        check_callable(f"{where}: guard", guard)):
+            if problem is not None:
+                self._problems.append(problem)
+        self._edges.append(Edge(source, dest, event, action, guard))
+
+    @overload
+    def step(self, arg: Callback, /) -> StepHandle: ...
+
+    @overload
+    def step(
+        self,
+        arg: str | SagaStep | Callback | None = None,
+        action: Callback | None = None,
+        /,
+        *,
+        compensation: Callback | None = None,
+        retry: Retry | None = None,
+        compensation_retry: Retry | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> Any: ...
+
+    def step(
+        self,
+        arg: str | SagaStep | Callback | None = None,
+        action: Callback | None = None,
+        /,
+        *,
+        compensation: Callback | None = None,
+        retry: Retry | None = None,
+        compensation_retry: Retry | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> Any:
+        """Add a forward step: an action, its optional compensation, and their policies.
+
+        `@machine.step` / `@machine.step(retry=...)` on a function (then
+        `@<step>.compensation` on its undo), `machine.step("name", action, compensation=undo)`,
+        or `machine.step(SagaStep instance)`. Steps run in the order they are added.
+        """
+        opts = dict(compensation=compensation, retry=retry, compensation_retry=compensation_retry,
+                    timeout=timeout)
+        if arg is None:
+            return lambda func: self._add_step(name or _name_of(func), func, **opts)
+        if isinstance(arg, str):
+            return self._add_step(name or arg, action, **opts)
+        if isinstance(arg, SagaStep):
+            opts["compensation"] = compensation or arg.compensate
+            return self._add_step(name or snake_case(type(arg).__name__), arg.execute, **opts)
+        return self._add_step(name or _name_of(arg), arg, **opts)
+
+    def _add_step(
+        self,
+        name: str,
+        action: Callback | None,
+        *,
+        compensation: Callback | None,
+        retry: Retry | None,
+        compensation_retry: Retry | None,
+        timeout: float | None,
+    ) -> StepHandle:
+        where = f"step {name!r}"
+        if action is None:
+            self._problems.append(f"{where}: has no action; pass `machine.step(name, action)`")
+        for what, policy in (("retry", retry), ("compensation_retry", compensation_retry)):
+            if policy is not None and not isinstance(policy, Retry):
+                self._problems.append(f"{where}: {what} must be a statesaga.Retry, "
+                                      f"not {policy!r}")
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, int | float) or timeout <= 0):
+            self._problems.append(f"{where}: timeout must be a number of seconds > 0, "
+                                  f"not {timeout!r}")
+        spec = StepSpec(
+            name=name, action=action, compensation=compensation,
+            retry=retry if isinstance(retry, Retry) else ACTION_RETRY,
+            compensation_retry=(compensation_retry if isinstance(compensation_retry, Retry)
+                                else COMPENSATION_RETRY),
+            timeout=timeout,
+        )
+        self._add(StateDef(name=name, step=spec))
+        return StepHandle(self, spec)
+
+    def _add(self, state: StateDef) -> None:
+        self._mutating()
+        where = f"state {state.name!r}"
+        if (problem := check_name("state", state.name)) is not None:
+            self._problems.append(problem)
+            return
+        for problem in (check_callable(f"{where}: action", state.step.action),
+                        check_callable(f"{where}: compensation", state.step.compensation),
+                        check_callable(f"{where}: on_enter", state.on_enter),
+                        check_callable(f"{where}: on_exit", state.on_exit)):
+            if problem is not None:
+                self._problems.append(problem)
+        if any(d.name == state.name for d in self._defs):
+            self._problems.append(f"state name {state.name!r} is used twice: names are unique "
+                                  "within a saga; rename one")
+            return
+        self._defs.append(state)
+
+    def _set_compensation(self, name: str, func: Callback) -> None:
+        self._mutating()
+        if (problem := check_callable(f"step {name!r}: compensation", func)) is not None:
+            self._problems.append(problem)
+        for d in self._defs:
+            if d.name == name:
+                if d.step.compensation is not None:
+                    self._problems.append(f"step {name!r} has two compensations: keep one")
+                d.step.compensation = func
+
+    def _mutating(self) -> None:
+        if self._frozen_by is not None:
+            raise SagaDefinitionError(self.name, [
+                f"it is already in use by {self._frozen_by} and can no longer change: "
+                "define a new SagaStateMachine (its version identifies it to the store)"])
+        self._graph = None
+        self._machine = None
+
+    def freeze(self, by: str) -> None:
+        """Check the definition and refuse further changes (called when a saga may run it)."""
+        self.validate()
+        self._frozen_by = self._frozen_by or by
+
+    # -- the compiled definition ------------------------------------------------------
+
+    def validate(self) -> SagaStateMachine:
+        """Check the whole definition; raise one `SagaDefinitionError` listing every problem."""
+        self.graph  # noqa: B018
+        return self
+
+    @property
+    def graph(self) -> Graph:
+        if self._graph is None:
+            graph, problems = compile_graph(self.name, self._defs, self._edges, self._problems)
+            if graph is None:
+                raise SagaDefinitionError(self.name, problems)
+            self._graph = graph
+        return self._graph
+
+    @property
+    def machine(self) -> Any:
+        """The shared `transitions` machine (built on first use)."""
+        if self._machine is None:
+            from .machine import build_machine
+
+            self._machine = build_machine(self.graph)
+        return self._machine
+
+    @property
+    def version(self) -> str:
+        """A stable hash of the graph and the callables' names: which definition a saga ran."""
+        return self.graph.version
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """Forward states in order, then the mirror states, then the terminals."""
+        return self.graph.states
+
+    @property
+    def transitions(self) -> tuple[TransitionInfo, ...]:
+        return self.graph.transitions
+
+    @property
+    def initial(self) -> str:
+        return self.graph.initial
+
+    # -- running one event --------------------------------------------------------------
+
+    async def handle_event(self, state: str, event: Any, context: Any = None) -> str:
+        """Fire `event` (a name, or an object with `.type`) in `state`; return the new state.
+
+        Order: the guard, on_exit of the old state, the transition's action, on_enter of the
+        new one. An event with no transition from `state` leaves it unchanged.
+        """
+        name = event if isinstance(event, str) else getattr(event, "type", None)
+        if not isinstance(name, str):
+            raise TypeError(f"event must be a name or have a `type` attribute, not {event!r}")
+        if state not in self.graph.states:
+            raise SagaDefinitionError(self.name, [
+                f"state {state!r} is not a state of this machine; its states are "
+                f"{', '.join(self.graph.states)}"])
+        probe = _Probe(state)
+        trigger = self.machine.events.get(name)
+        if trigger is None or not await trigger.trigger(probe, event=event, context=context):
+            _log.debug("saga.event_ignored", saga=self.name, state=state, trigger=name)
+            return state
+        return probe.state
+
+    def __repr__(self) -> str:
+        return f"<SagaStateMachine {self.name!r} with {len(self._defs)} states>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Jupyter shows the machine as its diagram (SVG when `dot` is installed)."""
+        from .diagrams import mimebundle
+
+        return mimebundle(self)
+
+
+class _Probe:
+    """A throwaway model for `handle_event`: just a state."""
+
+    __slots__ = ("state", "target")
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+        self.target: str | None = None
+
+
+def _name_of(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        return f"<unnamed {func!r}>"
+    return name
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None))  # noqa: B004

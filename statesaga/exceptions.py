@@ -1,0 +1,52 @@
+"""Every error statesaga raises: one family under `SagaError`, each saying what to do next."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class SagaError(Exception):
+    """Base of every statesaga error; carries the saga id, step and state it is about."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        saga_id: str | None = None,
+        step: str | None = None,
+        state: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.saga_id = saga_id
+        self.step = step
+        self.state = state
+
+
+class SagaDefinitionError(SagaError, ValueError):
+    """A saga definition is wrong; `problems` lists every problem found, all at once."""
+
+    def __init__(self, machine: str, problems: Iterable[str]) -> None:
+        self.machine = machine
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"saga definition {machine!r} has {count} {noun}:\n{lines}")
+
+
+class SagaNotFound(SagaError, LookupError):
+    """No saga with that id is in the store."""
+
+    def __init__(self, saga_id: str, where: str = "the store") -> None:
+        super().__init__(
+            f"no saga {saga_id!r} in {where}: check the id with `statesaga list`",
+            saga_id=saga_id,
+        )
+
+
+class SagaConflict(SagaError):
+    """Another writer changed the saga first (optimistic concurrency), or the id is taken."""
+
+
+class StoreError(SagaError):
+    """The saga store failed: unreachable, corrupt row, or a schema it cannot use."""

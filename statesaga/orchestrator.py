@@ -1,0 +1,310 @@
+"""`Orchestrator`: runs sagas against a store, recovers them, and lets people operate them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import structlog
+
+from .clock import Clock, SystemClock
+from .codec import to_json
+from .definition import SagaStateMachine
+from .exceptions import SagaConflict, SagaError
+from .execution import Runner, SagaRun
+from .graph import RETRY, START_EVENT
+from .records import TERMINALS, SagaRecord, SagaStatus, Transition
+from .stores.base import SagaStore
+from .stores.memory import InMemoryStore
+
+_log = structlog.get_logger("statesaga")
+
+
+@attrs.frozen
+class RecoveryReport:
+    """What `recover()` did: the sagas it finished, and those it had to leave alone."""
+
+    recovered: tuple[SagaRecord, ...] = ()
+    unregistered: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.recovered)
+
+
+class Orchestrator:
+    """Runs saga definitions against a store (no store: an `InMemoryStore`).
+
+    `run` runs a saga to its end and returns its record whatever the outcome; `start`
+    persists one for workers (`work`) or `recover`; `abort`, `retry`, `get` and `list`
+    operate sagas. A saga is leased to the orchestrator driving it; a lease not renewed
+    for `lease` seconds (a dead process) lets another orchestrator take it over.
+    """
+
+    def __init__(
+        self,
+        store: SagaStore | None = None,
+        sagas: Iterable[SagaStateMachine] = (),
+        *,
+        clock: Clock | None = None,
+        lease: float = 15.0,
+        owner: str | None = None,
+    ) -> None:
+        if lease <= 0:
+            raise ValueError(f"lease must be > 0 seconds, not {lease!r}")
+        self.store: SagaStore = store if store is not None else InMemoryStore()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.lease = lease
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._definitions: dict[tuple[str, str], SagaStateMachine] = {}
+        self._registered: set[int] = set()
+        self._active: dict[str, tuple[SagaRun, asyncio.Future[SagaRecord]]] = {}
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._beats: set[asyncio.Task[None]] = set()
+        self._runner = Runner(self.store, self.clock, self.owner, lease)
+        for machine in sagas:
+            self.register(machine)
+
+    # -- definitions -------------------------------------------------------------------
+
+    def register(self, machine: SagaStateMachine) -> SagaStateMachine:
+        """Make a definition (its name and version) known, so its sagas can be recovered."""
+        if id(machine) not in self._registered:
+            machine.freeze("an Orchestrator")
+            self._definitions[(machine.name, machine.version)] = machine
+            self._registered.add(id(machine))
+        return machine
+
+    def definition(self, record: SagaRecord) -> SagaStateMachine:
+        """The registered definition a saga ran under, or a `SagaError` naming both versions."""
+        machine = self._definitions.get((record.name, record.version))
+        if machine is None:
+            known = [v for (n, v) in self._definitions if n == record.name]
+            raise SagaError(
+                f"saga {record.saga_id!r} ran under {record.name!r} version {record.version}, "
+                f"which is not registered (registered: {', '.join(known) or 'none'}); register "
+                "that definition (keep the old code beside the new) to finish it",
+                saga_id=record.saga_id, state=record.state)
+        return machine
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(
+        self, machine: SagaStateMachine, data: Mapping[str, Any] | None = None, *,
+        saga_id: str | None = None,
+    ) -> SagaRecord:
+        """Run a saga to its end (or until it waits for an event) and return its record.
+
+        `saga_id` is the idempotency key: a saga that exists already is never run twice;
+        its record is returned (finished) or it is resumed (unfinished).
+        """
+        record, created = await self._create(machine, data, saga_id, pending=False)
+        if created:
+            return await self._drive(SagaRun(machine, record))
+        if record.is_terminal:
+            return record
+        return await self.resume(record.saga_id)
+
+    async def start(
+        self, machine: SagaStateMachine, data: Mapping[str, Any] | None = None, *,
+        saga_id: str | None = None,
+    ) -> SagaRecord:
+        """Persist a new saga, pending, for a worker (`work`) or `recover` to run."""
+        return (await self._create(machine, data, saga_id, pending=True))[0]
+
+    async def _create(
+        self, machine: SagaStateMachine, data: Mapping[str, Any] | None, saga_id: str | None,
+        *, pending: bool,
+    ) -> tuple[SagaRecord, bool]:
+        """The new saga's record and True, or the existing one with that id and False."""
+        self.register(machine)
+        saga_id = uuid.uuid4().hex if saga_id is None else saga_id
+        if not isinstance(saga_id, str) or not saga_id:
+            raise SagaError(f"saga_id must be a non-empty string, not {saga_id!r}")
+        if saga_id in self._active:
+            return await asyncio.shield(self._active[saga_id][1]), False
+        data = {} if data is None else data
+        if not isinstance(data, Mapping):
+            raise SagaError(f"the data of saga {saga_id!r} must be a JSON object (a dict), "
+                            f"not {type(data).__name__}", saga_id=saga_id)
+        data_json = to_json(data, f"the data of saga {saga_id!r}", saga_id=saga_id)
+        now = self.clock.time()
+        at = datetime.fromtimestamp(now, UTC)
+        deadline = machine.deadline
+        record = SagaRecord(
+            saga_id=saga_id, name=machine.name, version=machine.version, state=machine.initial,
+            status=SagaStatus.PENDING if pending else SagaStatus.RUNNING, data=data,
+            results={}, error=None,
+            history=(Transition(at, None, machine.initial, START_EVENT),),
+            created_at=at, updated_at=at, revision=1,
+            deadline_at=None if deadline is None else datetime.fromtimestamp(now + deadline, UTC))
+        try:
+            await self.store.create(
+                record, data_json=data_json, owner=None if pending else self.owner,
+                lease_until=None if pending else now + self.lease,
+                waiting=Runner._waits(machine.graph, machine.initial))
+        except SagaConflict:
+            existing = await self.store.load(saga_id)
+            if existing.name != machine.name or to_json(dict(existing.data), "") != data_json:
+                raise SagaConflict(
+                    f"saga {saga_id!r} already exists as {existing.name!r} with other data: "
+                    "a saga id is an idempotency key, so use a new id for a new saga",
+                    saga_id=saga_id, state=existing.state) from None
+            return existing, False
+        return record, True
+
+    async def resume(self, saga_id: str) -> SagaRecord:
+        """Go on with an unfinished saga (e.g. after a crash); a finished one is returned as is."""
+        if saga_id in self._active:
+            return await asyncio.shield(self._active[saga_id][1])
+        record = await self.store.load(saga_id)
+        if record.is_terminal:
+            return record
+        run = await self._take(record)
+        return await self._drive(run, resumed=True)
+
+    async def _take(self, record: SagaRecord) -> SagaRun:
+        """Lease one saga to this orchestrator, or `SagaConflict` if a live worker holds it."""
+        machine = self.definition(record)
+        claimed = await self.store.claim(self.owner, now=self.clock.time(), lease=self.lease,
+                                         limit=1, saga_id=record.saga_id)
+        if not claimed:
+            raise SagaConflict(
+                f"saga {record.saga_id!r} is being run by another worker (its lease is live): "
+                "wait for it, or for its lease to expire if that worker died",
+                saga_id=record.saga_id, state=record.state)
+        return SagaRun(machine, claimed[0])
+
+    async def _drive(self, run: SagaRun, *, resumed: bool = False) -> SagaRecord:
+        done: asyncio.Future[SagaRecord] = asyncio.get_running_loop().create_future()
+        self._active[run.saga_id] = (run, done)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[run.saga_id] = task
+        self._ensure_heartbeat()
+        try:
+            await self._runner.drive(run, resumed=resumed)
+            if run.state not in TERMINALS:  # it waits for an event: let others take it
+                await self.store.release(self.owner, [run.saga_id])
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # retrieved: a waiter may not exist
+            raise
+        finally:
+            del self._active[run.saga_id]
+            self._tasks.pop(run.saga_id, None)
+        record = run.record()
+        done.set_result(record)
+        return record
+
+    def _ensure_heartbeat(self) -> None:
+        """Renew the leases of the sagas in flight every lease/3 s, while there are any."""
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().call_later(self.lease / 3, self._beat)
+
+    def _beat(self) -> None:
+        self._heartbeat = None
+        if self._active:
+            ids = list(self._active)
+            task = asyncio.get_running_loop().create_task(self._renew(ids))
+            self._beats.add(task)
+            task.add_done_callback(self._beats.discard)
+            self._ensure_heartbeat()
+
+    async def _renew(self, ids: list[str]) -> None:
+        try:
+            await self.store.renew(self.owner, ids, self.clock.time() + self.lease)
+        except Exception:  # a store hiccup: the next beat or commit renews the leases
+            _log.warning("saga.lease_renewal_failed", exc_info=True)
+
+    # -- operating ---------------------------------------------------------------------
+
+    async def abort(self, saga_id: str, reason: str | None = None) -> SagaRecord:
+        """Compensate a saga now; a step in flight is cancelled and compensated too."""
+        reason = reason or "aborted by request"
+        active = self._active.get(saga_id)
+        if active is not None:
+            run, done = active
+            run.abort = run.abort or reason
+            task = self._tasks.get(saga_id)
+            if run.interruptible and task is not None:
+                task.cancel()
+            return await asyncio.shield(done)
+        record = await self.store.load(saga_id)
+        if record.is_terminal:
+            hint = (" a compensation failed: fix it, then `retry`" if record.is_stuck
+                    else " nothing to abort")
+            raise SagaError(f"saga {saga_id!r} is already {record.status.value}:{hint}",
+                            saga_id=saga_id, state=record.state)
+        try:
+            run = await self._take(record)
+        except SagaConflict:
+            await self.store.request_abort(saga_id, reason)
+            _log.info("saga.abort_requested", saga_id=saga_id, reason=reason)
+            return await self.store.load(saga_id)
+        run.abort = reason
+        return await self._drive(run)
+
+    async def retry(self, saga_id: str, reason: str | None = None) -> SagaRecord:
+        """Run the failed compensation of a stuck saga again (after its cause was fixed)."""
+        record = await self.store.load(saga_id)
+        if not record.is_stuck:
+            raise SagaError(f"saga {saga_id!r} is {record.status.value}, not stuck: only a "
+                            "failed saga can be retried", saga_id=saga_id, state=record.state)
+        run = await self._take(record)
+        await self._runner.fire(run, RETRY, reason=reason or "retried by request")
+        return await self._drive(run)
+
+    async def get(self, saga_id: str) -> SagaRecord:
+        """The saga's record; `SagaNotFound` if there is none."""
+        return await self.store.load(saga_id)
+
+    async def list(
+        self, *, status: SagaStatus | None = None, name: str | None = None,
+        limit: int | None = None,
+    ) -> list[SagaRecord]:
+        """Sagas, newest first, filtered by status and definition name."""
+        return await self.store.list(status=status, name=name, limit=limit)
+
+    # -- many sagas ----------------------------------------------------------------------
+
+    async def recover(
+        self, *, concurrency: int = 64, batch: int = 500,
+        progress: Callable[[int], None] | None = None,
+    ) -> RecoveryReport:
+        """Finish every unfinished saga of a registered definition; report the others."""
+        recovered: list[SagaRecord] = []
+        gate = asyncio.Semaphore(concurrency)
+        definitions = list(self._definitions)
+
+        async def one(rec: SagaRecord) -> None:
+            async with gate:
+                recovered.append(await self._drive(SagaRun(self.definition(rec), rec),
+                                                   resumed=True))
+                if progress is not None:
+                    progress(len(recovered))
+
+        while True:
+            claimed = await self.store.claim(self.owner, now=self.clock.time(),
+                                             lease=self.lease, limit=batch,
+                                             definitions=definitions)
+            if not claimed:
+                break
+            await asyncio.gather(*(one(rec) for rec in claimed))
+        unregistered = []
+        for status in (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING):
+            for rec in await self.store.list(status=status):
+                if (rec.name, rec.version) not in self._definitions:
+                    known = [v for (n, v) in self._definitions if n == rec.name]
+                    unregistered.append(
+                        f"{rec.saga_id}: {rec.name} version {rec.version} is not registered "
+                        f"(registered: {', '.join(known) or 'none'})")
+        for line in unregistered:
+            _log.warning("saga.unregistered_version", detail=line)
+        return RecoveryReport(tuple(recovered), tuple(unregistered))

@@ -1,0 +1,97 @@
+"""The saga's records: its coarse status, one transition of its history, and the saga itself."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+COMPLETED = "completed"
+COMPENSATED = "compensated"
+FAILED = "failed"
+TERMINALS = (COMPLETED, COMPENSATED, FAILED)
+MIRROR_PREFIX = "compensating_"
+
+
+class SagaStatus(enum.Enum):
+    """Where a saga stands, coarsely: for queries and dashboards."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_STATUSES
+
+
+_TERMINAL_STATUSES = frozenset(
+    {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED}
+)
+
+
+def status_of(state: str, pending: bool = False) -> SagaStatus:
+    """The coarse status of a saga in `state`."""
+    if state == COMPLETED:
+        return SagaStatus.COMPLETED
+    if state == COMPENSATED:
+        return SagaStatus.COMPENSATED
+    if state == FAILED:
+        return SagaStatus.FAILED
+    if state.startswith(MIRROR_PREFIX):
+        return SagaStatus.COMPENSATING
+    return SagaStatus.PENDING if pending else SagaStatus.RUNNING
+
+
+@attrs.frozen
+class Transition:
+    """One move of a saga: the outcome of one attempt of `step`, taking it from `source` to `dest`.
+
+    `source` is None for the transition that starts the saga. `duration` is the attempt's
+    duration in seconds (None when nothing ran, e.g. an operator's abort).
+    """
+
+    at: datetime
+    source: str | None
+    dest: str
+    event: str
+    step: str | None = None
+    attempt: int | None = None
+    error: str | None = None
+    duration: float | None = None
+    reason: str | None = None
+
+
+@attrs.frozen
+class SagaRecord:
+    """One saga instance as stored: its state, shared data, step results and history."""
+
+    saga_id: str
+    name: str
+    version: str
+    state: str
+    status: SagaStatus
+    data: Mapping[str, Any]
+    results: Mapping[str, Any]
+    error: str | None
+    history: tuple[Transition, ...]
+    created_at: datetime
+    updated_at: datetime
+    revision: int = 0
+    deadline_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def is_stuck(self) -> bool:
+        """A compensation gave up: a person must fix the cause, then `retry` the saga."""
+        return self.status is SagaStatus.FAILED
+

@@ -1,0 +1,1 @@
+"""Saga stores: the durable saga log behind the `SagaStore` protocol."""

@@ -1,0 +1,91 @@
+"""The `SagaStore` protocol: what the orchestrator needs from a saga log, and nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from ..records import SagaRecord, SagaStatus, Transition
+
+
+@attrs.frozen
+class Commit:
+    """One transition of one saga, written atomically (write-ahead, before the next action).
+
+    `revision` is the saga's new revision; the store applies the commit only if the stored
+    revision is `revision - 1` and raises `SagaConflict` otherwise. `result` is
+    `(step, json_text)` when the transition records a step's result.
+    """
+
+    saga_id: str
+    revision: int
+    state: str
+    status: SagaStatus
+    error: str | None
+    transition: Transition
+    result: tuple[str, str] | None = None
+    owner: str | None = None
+    lease_until: float | None = None
+    messages: Sequence[Any] = ()
+    waiting: bool = False
+
+
+@runtime_checkable
+class SagaStore(Protocol):
+    """A saga log. Every method that touches storage is a coroutine."""
+
+    url: str
+
+    async def create(
+        self, record: SagaRecord, *, data_json: str, owner: str | None,
+        lease_until: float | None, waiting: bool = False, messages: Sequence[Any] = (),
+    ) -> None:
+        """Insert a new saga with its first transition; `SagaConflict` if the id is taken.
+
+        `waiting` marks a saga that waits for an outside event: workers do not claim it.
+        """
+        ...
+
+    async def load(self, saga_id: str) -> SagaRecord:
+        """The saga with its whole history; `SagaNotFound` if there is none."""
+        ...
+
+    async def commit(self, commit: Commit) -> str | None:
+        """Apply one transition; returns the abort reason if an abort was requested meanwhile."""
+        ...
+
+    async def list(
+        self, *, status: SagaStatus | None = None, name: str | None = None,
+        limit: int | None = None,
+    ) -> list[SagaRecord]:
+        """Sagas, newest first, with their history."""
+        ...
+
+    async def claim(
+        self, owner: str, *, now: float, lease: float, limit: int,
+        definitions: Sequence[tuple[str, str]] | None = None, saga_id: str | None = None,
+    ) -> list[SagaRecord]:
+        """Lease up to `limit` unfinished sagas that no live lease holds to `owner`.
+
+        Only unfinished sagas of `definitions` ((name, version) pairs) that do not wait for
+        an outside event; or just `saga_id`, whatever it waits for, stuck ones included. A claim bumps each saga's revision, so a worker
+        whose lease expired cannot commit; it marks a pending saga running, but returns it
+        as it was (pending: none of its steps can have started).
+        """
+        ...
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], until: float) -> None:
+        """Extend `owner`'s leases on `saga_ids`."""
+        ...
+
+    async def release(self, owner: str, saga_ids: Sequence[str]) -> None:
+        """Give up `owner`'s leases on `saga_ids` (they become claimable at once)."""
+        ...
+
+    async def request_abort(self, saga_id: str, reason: str) -> None:
+        """Ask whoever runs the saga to abort it at its next transition."""
+        ...
+
+    async def close(self) -> None: ...

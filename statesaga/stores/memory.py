@@ -1,0 +1,149 @@
+"""`InMemoryStore`: the saga log in a dict, for tests and single-process runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from ..codec import from_json
+from ..exceptions import SagaConflict, SagaNotFound
+from ..records import SagaRecord, SagaStatus, Transition
+from .base import Commit
+
+_UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+
+
+@attrs.define
+class _Row:
+    record: SagaRecord
+    data_json: str
+    history: list[Transition]
+    results: dict[str, str]
+    revision: int
+    state: str
+    status: SagaStatus
+    error: str | None
+    updated_at: Any
+    owner: str | None
+    lease_until: float | None
+    abort: str | None = None
+    waiting: bool = False
+    outbox: list[Any] = attrs.Factory(list)
+
+
+class InMemoryStore:
+    """Keeps sagas in memory, with the same semantics as the durable stores (JSON, revisions)."""
+
+    url = "memory://"
+
+    def __init__(self) -> None:
+        self._rows: dict[str, _Row] = {}
+        self.commits = 0
+
+    async def create(
+        self, record: SagaRecord, *, data_json: str, owner: str | None,
+        lease_until: float | None, waiting: bool = False, messages: Sequence[Any] = (),
+    ) -> None:
+        if record.saga_id in self._rows:
+            raise SagaConflict(f"saga {record.saga_id!r} already exists", saga_id=record.saga_id)
+        self._rows[record.saga_id] = _Row(
+            record=record, data_json=data_json, history=list(record.history), results={},
+            revision=record.revision, state=record.state, status=record.status,
+            error=record.error, updated_at=record.updated_at, owner=owner,
+            lease_until=lease_until, waiting=waiting, outbox=list(messages))
+        self.commits += 1
+
+    async def load(self, saga_id: str) -> SagaRecord:
+        row = self._rows.get(saga_id)
+        if row is None:
+            raise SagaNotFound(saga_id, self.url)
+        return self._record(row)
+
+    def _record(self, row: _Row) -> SagaRecord:
+        return attrs.evolve(
+            row.record, state=row.state, status=row.status, error=row.error,
+            data=from_json(row.data_json),
+            results={k: from_json(v) for k, v in row.results.items()},
+            history=tuple(row.history), revision=row.revision, updated_at=row.updated_at)
+
+    async def commit(self, commit: Commit) -> str | None:
+        row = self._rows.get(commit.saga_id)
+        if row is None:
+            raise SagaNotFound(commit.saga_id, self.url)
+        if row.revision != commit.revision - 1:
+            raise SagaConflict(
+                f"saga {commit.saga_id!r} was changed by another writer (revision "
+                f"{row.revision}, expected {commit.revision - 1}): reload it",
+                saga_id=commit.saga_id, state=row.state)
+        row.revision = commit.revision
+        row.state = commit.state
+        row.status = commit.status
+        row.error = commit.error
+        row.updated_at = commit.transition.at
+        row.history.append(commit.transition)
+        if commit.result is not None:
+            row.results[commit.result[0]] = commit.result[1]
+        row.owner = commit.owner
+        row.lease_until = commit.lease_until
+        row.outbox.extend(commit.messages)
+        row.waiting = commit.waiting
+        self.commits += 1
+        return row.abort
+
+    async def list(
+        self, *, status: SagaStatus | None = None, name: str | None = None,
+        limit: int | None = None,
+    ) -> list[SagaRecord]:
+        rows = [r for r in reversed(self._rows.values())
+                if (status is None or r.status is status) and (name is None or
+                                                                r.record.name == name)]
+        return [self._record(r) for r in rows[:limit]]
+
+    async def claim(
+        self, owner: str, *, now: float, lease: float, limit: int,
+        definitions: Sequence[tuple[str, str]] | None = None, saga_id: str | None = None,
+    ) -> list[SagaRecord]:
+        wanted = None if definitions is None else set(definitions)
+        rows = self._rows.values() if saga_id is None else [
+            r for r in (self._rows.get(saga_id),) if r is not None]
+        taken = []
+        for row in rows:
+            if len(taken) >= limit:
+                break
+            if saga_id is not None:  # one saga, by an operator: waiting or stuck is fine
+                if row.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED):
+                    continue
+            elif row.status not in _UNFINISHED or row.waiting or (
+                    wanted is not None and (row.record.name, row.record.version) not in wanted):
+                continue
+            if row.owner is not None and row.lease_until is not None and row.lease_until > now:
+                continue
+            row.owner, row.lease_until = owner, now + lease
+            row.revision += 1  # a stale owner's next commit now conflicts
+            taken.append(self._record(row))
+            if row.status is SagaStatus.PENDING:
+                row.status = SagaStatus.RUNNING
+        return taken
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], until: float) -> None:
+        for saga_id in saga_ids:
+            row = self._rows.get(saga_id)
+            if row is not None and row.owner == owner:
+                row.lease_until = until
+
+    async def release(self, owner: str, saga_ids: Sequence[str]) -> None:
+        for saga_id in saga_ids:
+            row = self._rows.get(saga_id)
+            if row is not None and row.owner == owner:
+                row.owner = row.lease_until = None
+
+    async def request_abort(self, saga_id: str, reason: str) -> None:
+        row = self._rows.get(saga_id)
+        if row is None:
+            raise SagaNotFound(saga_id, self.url)
+        row.abort = reason
+
+    async def close(self) -> None:
+        """Nothing to close: the sagas stay for as long as the object lives."""
