@@ -69,7 +69,7 @@ class SagaRun:
         self.revision = record.revision
         self.error = record.error
         self.created_at = record.created_at
-        self.deadline_at = record.deadline_at
+        self.deadline_at = None if record.deadline_at is None else record.deadline_at.timestamp()
         self.pending = record.status is SagaStatus.PENDING
         self.abort: str | None = None
         self.interruptible = False
@@ -91,7 +91,8 @@ class SagaRun:
             state=self.state, status=status_of(self.state, self.pending), data=dict(self.data),
             results=dict(self.results), error=self.error, history=tuple(self.history),
             created_at=self.created_at, updated_at=updated, revision=self.revision,
-            deadline_at=self.deadline_at)
+            deadline_at=None if self.deadline_at is None else
+            datetime.fromtimestamp(self.deadline_at, UTC))
 
 
 def _move_undo(graph: Graph, undo: list[str], source: str, kind: str) -> None:

@@ -31,7 +31,7 @@ class StepSpec:
 
 
 class StepHandle:
-    """What `@machine.step` returns: still callable as the action, with `.compensation` to add the undo."""
+    """What `@machine.step` returns: callable as the action; `.compensation` adds the undo."""
 
     def __init__(self, machine: SagaStateMachine, spec: StepSpec) -> None:
         self._machine = machine

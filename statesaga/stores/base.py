@@ -70,9 +70,10 @@ class SagaStore(Protocol):
         """Lease up to `limit` unfinished sagas that no live lease holds to `owner`.
 
         Only unfinished sagas of `definitions` ((name, version) pairs) that do not wait for
-        an outside event; or just `saga_id`, whatever it waits for, stuck ones included. A claim bumps each saga's revision, so a worker
-        whose lease expired cannot commit; it marks a pending saga running, but returns it
-        as it was (pending: none of its steps can have started).
+        an outside event; or just `saga_id`, whatever it waits for, stuck ones included.
+        A claim bumps each saga's revision, so a worker whose lease expired cannot commit;
+        it marks a pending saga running, but returns it as it was (pending: none of its
+        steps can have started).
         """
         ...
 

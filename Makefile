@@ -1,0 +1,47 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+COVERAGE_MIN ?= 95
+
+.PHONY: demo test lint typecheck bench diagrams install dev system clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python system
+	$(BIN)/pip install -q -e .
+
+dev: $(BIN)/python system
+	$(BIN)/pip install -q -e '.[dev]'
+
+# graphviz's `dot` renders diagrams; install it when missing (apt-get as root).
+system:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; \
+	  else echo "graphviz's dot is missing: install it (e.g. sudo apt-get install graphviz)"; fi; }
+
+demo: install
+	$(BIN)/statesaga demo
+	$(BIN)/statesaga demo --fail-at charge_payment
+
+lint: dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy statesaga
+
+test: lint
+	$(BIN)/python -m coverage erase
+	$(BIN)/python -m coverage run -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m coverage combine -q 2>/dev/null || true
+	$(BIN)/python -m coverage report --fail-under=$(COVERAGE_MIN)
+
+bench: dev
+	$(BIN)/python -m benchmarks
+
+diagrams: dev
+	$(BIN)/python -m statesaga.diagrams diagrams
+
+clean:
+	rm -rf $(VENV) build *.egg-info .coverage .pytest_cache .mypy_cache .ruff_cache

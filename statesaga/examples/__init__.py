@@ -1,0 +1,1 @@
+"""Example sagas with in-memory fake services: `trip` and `payment`."""

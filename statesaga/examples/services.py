@@ -1,0 +1,51 @@
+"""A set of fake services behind an example saga, addressable by step name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..testing.fakes import FakeService
+
+
+class ExampleServices:
+    """Fake services of one example, with each step mapped to (service, op, undo op)."""
+
+    def __init__(self, ops: Mapping[str, tuple[str, str, str | None]]) -> None:
+        self._ops = dict(ops)
+        self.services = {svc: FakeService(svc) for svc, _, _ in ops.values()}
+
+    def __getattr__(self, name: str) -> FakeService:
+        try:
+            return self.__dict__["services"][name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def fail_at(self, step: str, *, times: int | None = None, hang: bool = False) -> None:
+        """Make `step`'s action fail (`times` times; None: always), or hang."""
+        svc, op, _ = self._op(step)
+        self.services[svc].fail(op, times=times, hang=hang)
+
+    def fail_compensation(self, step: str, *, times: int | None = None) -> None:
+        """Make `step`'s compensation fail (`times` times; None: always)."""
+        svc, _, undo = self._op(step)
+        if undo is None:
+            raise ValueError(f"step {step!r} has no compensation")
+        self.services[svc].fail(undo, times=times)
+
+    def _op(self, step: str) -> tuple[str, str, str | None]:
+        if step not in self._ops:
+            raise ValueError(f"unknown step {step!r}; the steps are {', '.join(self._ops)}")
+        return self._ops[step]
+
+    def reset(self) -> None:
+        for svc in self.services.values():
+            svc.reset()
+
+    def calls(self) -> list[str]:
+        """Every call to every service, in order within each service: 'service.op'."""
+        return [f"{svc.name}.{op}" for svc in self.services.values() for op, _ in svc.calls]
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the outside world holds now (JSON-comparable)."""
+        return {name: svc.snapshot() for name, svc in self.services.items()}

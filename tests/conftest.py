@@ -1,0 +1,80 @@
+"""Shared test set-up: real services when reachable, and a clear failure when CI needs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import structlog
+
+POSTGRES_DSN = os.environ.get("STATESAGA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+RABBITMQ_URL = os.environ.get("STATESAGA_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
+START = {
+    "postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "rabbitmq": "rabbitmq-server -detached",
+}
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    """Skip (on a laptop) or fail (CI: STATESAGA_REQUIRE_SERVICES=1) when a service is down."""
+    if _reachable(host, port):
+        return
+    msg = f"{name} is not reachable on {host}:{port}; start it with: {START[name]}"
+    if os.environ.get("STATESAGA_REQUIRE_SERVICES") == "1":
+        pytest.fail(msg + " (STATESAGA_REQUIRE_SERVICES=1 makes this a failure)")
+    pytest.skip(msg)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_structlog() -> None:
+    """Tests run with info-level events filtered out, as in production."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    need_service("postgres", "127.0.0.1", 5432)
+    return POSTGRES_DSN
+
+
+@pytest.fixture
+async def pg_schema(postgres_dsn: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema name, dropped afterwards."""
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield schema
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    need_service("rabbitmq", "127.0.0.1", 5672)
+    return RABBITMQ_URL
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    """Run a coroutine from sync test code."""
+    return asyncio.run(coro)
