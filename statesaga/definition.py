@@ -155,6 +155,10 @@ class SagaStateMachine:
                                     or not isinstance(timeout, int | float) or timeout <= 0):
             self._problems.append(f"{where}: timeout must be a number of seconds > 0, "
                                   f"not {timeout!r}")
+        elif timeout is not None and action is not None and not is_async(action):
+            self._problems.append(
+                f"{where}: has a timeout but its action is a plain function, which nothing can "
+                "interrupt: make it `async def` (blocking code: `await asyncio.to_thread(...)`)")
         spec = StepSpec(
             name=name, action=action, compensation=compensation,
             retry=retry if isinstance(retry, Retry) else ACTION_RETRY,

@@ -283,17 +283,9 @@ class Runner:
         start = clock.monotonic()
         run.interruptible = abortable
         try:
-            if timeout is None:
-                result = func(ctx)
-                if inspect.isawaitable(result):
-                    result = await result
-            elif inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-                    getattr(func, "__call__", None)):  # noqa: B004
-                result = await clock.wait_for(func(ctx), timeout)
-            else:  # a plain function runs in a thread, so that its timeout can return control
-                result = await clock.wait_for(asyncio.to_thread(func, ctx), timeout)
-                if inspect.isawaitable(result):
-                    result = await clock.wait_for(result, timeout)
+            result = func(ctx)  # a plain function runs inline: nothing can interrupt it
+            if inspect.isawaitable(result):
+                result = await (result if timeout is None else clock.wait_for(result, timeout))
         except asyncio.CancelledError as exc:
             if run.abort is None:
                 raise
