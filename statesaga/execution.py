@@ -126,6 +126,7 @@ class Runner:
         self.clock = clock
         self.owner = owner
         self.lease = lease
+        self.stopping = False  # a worker shuts down: stop at the next transition
 
     async def drive(self, run: SagaRun, *, resumed: bool = False) -> None:
         """Run the saga until it is terminal or waits for an outside event."""
@@ -139,7 +140,7 @@ class Runner:
                                 error=f"outcome unknown: the process running attempt {attempt} "
                                       "stopped before it was recorded")
         run.pending = False
-        while run.state not in TERMINALS:
+        while run.state not in TERMINALS and not self.stopping:
             if run.abort is not None and not run.state.startswith(MIRROR_PREFIX):
                 await self.fire(run, ABORT, error=f"aborted: {run.abort}", reason=run.abort)
                 continue

@@ -308,3 +308,49 @@ class Orchestrator:
         for line in unregistered:
             _log.warning("saga.unregistered_version", detail=line)
         return RecoveryReport(tuple(recovered), tuple(unregistered))
+
+    async def work(
+        self, *, concurrency: int = 16, poll: float = 0.5, stop: asyncio.Event | None = None,
+    ) -> int:
+        """Claim and run sagas until `stop` is set; returns how many it drove.
+
+        Sagas are leased, so any number of workers can share one store. On `stop`, each
+        saga in flight finishes its current step, then its lease is released.
+        """
+        stop = stop if stop is not None else asyncio.Event()
+        running: set[asyncio.Task[Any]] = set()
+        driven = 0
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                claimed: list[SagaRecord] = []
+                free = concurrency - len(running)
+                if free > 0:
+                    claimed = await self.store.claim(
+                        self.owner, now=self.clock.time(), lease=self.lease, limit=free,
+                        definitions=list(self._definitions))
+                for rec in claimed:
+                    task = asyncio.ensure_future(self._work_one(rec))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    driven += 1
+                # nothing more to claim now, or no free slot: wait for either to change
+                await asyncio.wait({stopping, *running}, timeout=poll,
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            self._runner.stopping = True
+            try:
+                if running:
+                    await asyncio.wait(running)
+            finally:
+                self._runner.stopping = False
+        return driven
+
+    async def _work_one(self, record: SagaRecord) -> None:
+        try:
+            await self._drive(SagaRun(self.definition(record), record), resumed=True)
+        except SagaConflict as exc:  # its lease expired and another worker took it over
+            _log.warning("saga.lost_lease", saga_id=record.saga_id, error=str(exc))
+        except Exception:
+            _log.exception("saga.worker_error", saga_id=record.saga_id)

@@ -13,7 +13,8 @@ class ExampleServices:
 
     def __init__(self, ops: Mapping[str, tuple[str, str, str | None]]) -> None:
         self._ops = dict(ops)
-        self.services = {svc: FakeService(svc) for svc, _, _ in ops.values()}
+        self.journal: list[str] = []
+        self.services = {svc: FakeService(svc, self.journal) for svc, _, _ in ops.values()}
 
     def __getattr__(self, name: str) -> FakeService:
         try:
@@ -43,8 +44,8 @@ class ExampleServices:
             svc.reset()
 
     def calls(self) -> list[str]:
-        """Every call to every service, in order within each service: 'service.op'."""
-        return [f"{svc.name}.{op}" for svc in self.services.values() for op, _ in svc.calls]
+        """Every call to every service, in call order: 'service.op'."""
+        return list(self.journal)
 
     def snapshot(self) -> dict[str, Any]:
         """What the outside world holds now (JSON-comparable)."""

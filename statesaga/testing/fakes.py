@@ -29,10 +29,11 @@ class FakeService:
     scripts failures: `times` then succeed (None: always), or `hang` until cancelled.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, journal: list[str] | None = None) -> None:
         self.name = name
         self.effects: dict[str, Any] = {}
         self.calls: list[tuple[str, str]] = []
+        self.journal = journal if journal is not None else []  # 'service.op', in call order
         self._scripts: dict[str, _Script] = {}
 
     def fail(self, op: str, *, times: int | None = None, hang: bool = False,
@@ -44,10 +45,12 @@ class FakeService:
     def reset(self) -> None:
         self.effects.clear()
         self.calls.clear()
+        self.journal.clear()
         self._scripts.clear()
 
     async def _gate(self, op: str, key: str) -> None:
         self.calls.append((op, key))
+        self.journal.append(f"{self.name}.{op}")
         script = self._scripts.get(op)
         if script is None or script.times == 0:
             return

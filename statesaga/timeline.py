@@ -1,0 +1,40 @@
+"""A saga's history as a person reads it: one line per transition, compensations marked."""
+
+from __future__ import annotations
+
+from .records import MIRROR_PREFIX, SagaRecord
+
+_MARKS = {"succeed": " ", "start": " ", "retry": "↻", "retry_unknown": "↻", "fail": "✗",
+          "timeout": "⏱", "abort": "■"}
+
+
+def format_timeline(record: SagaRecord, *, times: bool = True) -> str:
+    """The saga's timeline: time, from -> to, event, step, attempt, duration, error."""
+    start = record.history[0].at if record.history else record.created_at
+    rows = []
+    for t in record.history:
+        mark = _MARKS.get(t.event, " ")
+        if (t.source or "").startswith(MIRROR_PREFIX) and t.event == "succeed":
+            mark = "↩"  # a compensation done
+        offset = f"+{(t.at - start).total_seconds() * 1000:.1f} ms" if times else ""
+        took = "" if t.duration is None else f"{t.duration * 1000:.1f} ms"
+        note = t.reason or t.error or ""
+        rows.append((mark, offset, t.source or "·", t.dest, t.event, t.step or "",
+                     "" if t.attempt is None else str(t.attempt), took, note))
+    widths = [max(len(r[i]) for r in rows) for i in range(8)] if rows else [0] * 8
+    lines = [f"saga {record.saga_id!r} ({record.name} {record.version})"]
+    header = ("", "time" if times else "", "from", "to", "event", "step", "try", "took", "")
+    widths = [max(w, len(h)) for w, h in zip(widths, header[:8], strict=True)]
+    for r in (header, *rows):
+        cells = [r[i].rjust(widths[i]) if i == 1 else r[i].ljust(widths[i]) for i in range(8)]
+        line = (f"{cells[0]} {cells[1]}  {cells[2]} → {cells[3]}  {cells[4]}  {cells[5]}  "
+                f"{r[6].rjust(widths[6])}  {r[7].rjust(widths[7])}")
+        lines.append((line + ("  " + _short(r[8]) if r[8] else "")).rstrip())
+    lines.append(f"status: {record.status.value.upper()} in {record.state}")
+    if record.error:
+        lines.append(f"error: {record.error}")
+    return "\n".join(lines)
+
+
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
