@@ -55,7 +55,7 @@ class SagaRun:
     """One saga in this process: the model its machine moves, and what it needs to go on."""
 
     __slots__ = ("abort", "cause", "created_at", "data", "deadline_at", "definition", "error",
-                 "history", "interruptible", "log", "pending", "results", "revision",
+                 "history", "interruptible", "log", "outbox", "pending", "results", "revision",
                  "saga_id", "state", "target", "undo")
 
     def __init__(self, definition: SagaStateMachine, record: SagaRecord) -> None:
@@ -75,6 +75,7 @@ class SagaRun:
         self.interruptible = False
         self.undo: list[str] = []
         self.cause: str | None = None
+        self.outbox: list[Any] = []  # messages published by hooks, for the next commit
         self.log: Any = _log.bind(saga_id=record.saga_id, saga=definition.name)
         graph = definition.graph
         for t in self.history:
@@ -83,6 +84,11 @@ class SagaRun:
                 _move_undo(graph, self.undo, t.source or "", kind)
                 if kind in (FAILURE, UNKNOWN):
                     self.cause = t.error
+
+    def hook_context(self) -> StepContext:
+        """The context a hook of this saga gets: messages it publishes join the commit."""
+        return StepContext(self.saga_id, self.state, self.data, self.results,
+                           name=self.definition.name, outbox=self.outbox)
 
     def record(self) -> SagaRecord:
         updated = self.history[-1].at if self.history else self.created_at
@@ -213,8 +219,8 @@ class Runner:
                     return
             unknown = unknown or out.unknown
             error = out.error or _describe(out.exc)
-            run.log.warning("saga.attempt_failed", step=spec.name, attempt=attempt,
-                            exc_info=out.exc)
+            run.log.info("saga.attempt_failed", step=spec.name, attempt=attempt,
+                         exc_info=out.exc)
             if attempt >= limit or not _retryable(spec.retry, out.exc):
                 await self.fire(run, TIMEOUT if unknown else FAIL, step=spec.name,
                                 attempt=attempt, duration=out.duration,
@@ -319,9 +325,7 @@ class Runner:
         source = run.state
         run.target = self._target(graph, run, source, event)
         trigger = run.definition.machine.events.get(event)
-        if context is None:
-            context = StepContext(run.saga_id, step or source, run.data, run.results,
-                                  name=run.definition.name, outbox=messages)
+        run.outbox = messages if messages is not None else []
         try:
             if trigger is None or not await trigger.trigger(run, event=payload or event,
                                                             context=context):
@@ -348,13 +352,15 @@ class Runner:
             status=status_of(dest), error=run.error, transition=transition, result=result,
             owner=None if done else self.owner,
             lease_until=None if done else self.clock.time() + self.lease,
-            messages=messages or (), waiting=self._waits(graph, dest))
+            messages=run.outbox, waiting=self._waits(graph, dest))
         abort = await self.store.commit(commit)
         if abort is not None and run.abort is None and not done:
             run.abort = abort
         run.log.info("saga.transition", source=source, dest=dest, trigger=event, step=step,
                      attempt=attempt,
                      duration_ms=None if duration is None else round(duration * 1000, 3))
+        if kind in (FAILURE, UNKNOWN):
+            run.log.warning("saga.compensating", step=step, trigger=event, error=error)
         return True
 
     @staticmethod

@@ -79,14 +79,22 @@ class _SequentialAsyncMachine(AsyncMachine):  # type: ignore[misc]
         return await func()
 
 
+def _context(ed: Any) -> Any:
+    """The caller's context, or one the saga builds on demand (hooks are rare: stay cheap)."""
+    context = ed.kwargs.get("context")
+    if context is None and hasattr(ed.model, "hook_context"):
+        context = ed.kwargs["context"] = ed.model.hook_context()
+    return context
+
+
 def _hook(func: Callable[..., Any]) -> Callable[[Any], Any]:
     """on_enter(context) / on_exit(context)."""
-    return functools.wraps(func)(lambda ed: func(ed.kwargs["context"]))
+    return functools.wraps(func)(lambda ed: func(_context(ed)))
 
 
 def _action(func: Callable[..., Any]) -> Callable[[Any], Any]:
     """action(event, context) / guard(event, context)."""
-    return functools.wraps(func)(lambda ed: func(ed.kwargs["event"], ed.kwargs["context"]))
+    return functools.wraps(func)(lambda ed: func(ed.kwargs["event"], _context(ed)))
 
 
 def _to_target(dest: str) -> Callable[[Any], bool]:
