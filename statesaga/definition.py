@@ -89,21 +89,26 @@ class SagaStateMachine:
         self._edges.append(Edge(source, dest, event, action, guard))
 
     @overload
-    def step(self, arg: Callback, /) -> StepHandle: ...
+    def step(
+        self, arg: str, action: Callback | None = None, /, *,
+        compensation: Callback | None = None, retry: Retry | None = None,
+        compensation_retry: Retry | None = None, timeout: float | None = None,
+        name: str | None = None,
+    ) -> StepHandle: ...
 
     @overload
     def step(
-        self,
-        arg: str | SagaStep | Callback | None = None,
-        action: Callback | None = None,
-        /,
-        *,
-        compensation: Callback | None = None,
-        retry: Retry | None = None,
-        compensation_retry: Retry | None = None,
-        timeout: float | None = None,
-        name: str | None = None,
-    ) -> Any: ...
+        self, arg: None = None, /, *, compensation: Callback | None = None,
+        retry: Retry | None = None, compensation_retry: Retry | None = None,
+        timeout: float | None = None, name: str | None = None,
+    ) -> Callable[[Callback], StepHandle]: ...
+
+    @overload
+    def step(
+        self, arg: SagaStep | Callback, /, *, compensation: Callback | None = None,
+        retry: Retry | None = None, compensation_retry: Retry | None = None,
+        timeout: float | None = None, name: str | None = None,
+    ) -> StepHandle: ...
 
     def step(
         self,
@@ -123,16 +128,18 @@ class SagaStateMachine:
         `@<step>.compensation` on its undo), `machine.step("name", action, compensation=undo)`,
         or `machine.step(SagaStep instance)`. Steps run in the order they are added.
         """
-        opts = dict(compensation=compensation, retry=retry, compensation_retry=compensation_retry,
-                    timeout=timeout)
+        def add(step_name: str, func: Callback | None, undo: Callback | None) -> StepHandle:
+            return self._add_step(step_name, func, compensation=undo, retry=retry,
+                                  compensation_retry=compensation_retry, timeout=timeout)
+
         if arg is None:
-            return lambda func: self._add_step(name or _name_of(func), func, **opts)
+            return lambda func: add(name or _name_of(func), func, compensation)
         if isinstance(arg, str):
-            return self._add_step(name or arg, action, **opts)
+            return add(name or arg, action, compensation)
         if isinstance(arg, SagaStep):
-            opts["compensation"] = compensation or arg.compensate
-            return self._add_step(name or snake_case(type(arg).__name__), arg.execute, **opts)
-        return self._add_step(name or _name_of(arg), arg, **opts)
+            return add(name or snake_case(type(arg).__name__), arg.execute,
+                       compensation or arg.compensate)
+        return add(name or _name_of(arg), arg, compensation)
 
     def _add_step(
         self,

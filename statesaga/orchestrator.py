@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import socket
 import uuid
@@ -268,7 +269,7 @@ class Orchestrator:
     async def list(
         self, *, status: SagaStatus | None = None, name: str | None = None,
         limit: int | None = None,
-    ) -> list[SagaRecord]:
+    ) -> builtins.list[SagaRecord]:
         """Sagas, newest first, filtered by status and definition name."""
         return await self.store.list(status=status, name=name, limit=limit)
 
@@ -279,7 +280,7 @@ class Orchestrator:
         progress: Callable[[int], None] | None = None,
     ) -> RecoveryReport:
         """Finish every unfinished saga of a registered definition; report the others."""
-        recovered: list[SagaRecord] = []
+        recovered: builtins.list[SagaRecord] = []
         gate = asyncio.Semaphore(concurrency)
         definitions = list(self._definitions)
 
@@ -323,7 +324,7 @@ class Orchestrator:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                claimed: list[SagaRecord] = []
+                claimed: builtins.list[SagaRecord] = []
                 free = concurrency - len(running)
                 if free > 0:
                     claimed = await self.store.claim(

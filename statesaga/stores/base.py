@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,14 +60,14 @@ class SagaStore(Protocol):
     async def list(
         self, *, status: SagaStatus | None = None, name: str | None = None,
         limit: int | None = None,
-    ) -> list[SagaRecord]:
+    ) -> builtins.list[SagaRecord]:
         """Sagas, newest first, with their history."""
         ...
 
     async def claim(
         self, owner: str, *, now: float, lease: float, limit: int,
         definitions: Sequence[tuple[str, str]] | None = None, saga_id: str | None = None,
-    ) -> list[SagaRecord]:
+    ) -> builtins.list[SagaRecord]:
         """Lease up to `limit` unfinished sagas that no live lease holds to `owner`.
 
         Only unfinished sagas of `definitions` ((name, version) pairs) that do not wait for

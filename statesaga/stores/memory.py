@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,7 +96,7 @@ class InMemoryStore:
     async def list(
         self, *, status: SagaStatus | None = None, name: str | None = None,
         limit: int | None = None,
-    ) -> list[SagaRecord]:
+    ) -> builtins.list[SagaRecord]:
         rows = [r for r in reversed(self._rows.values())
                 if (status is None or r.status is status) and (name is None or
                                                                 r.record.name == name)]
@@ -104,11 +105,11 @@ class InMemoryStore:
     async def claim(
         self, owner: str, *, now: float, lease: float, limit: int,
         definitions: Sequence[tuple[str, str]] | None = None, saga_id: str | None = None,
-    ) -> list[SagaRecord]:
+    ) -> builtins.list[SagaRecord]:
         wanted = None if definitions is None else set(definitions)
         rows = self._rows.values() if saga_id is None else [
             r for r in (self._rows.get(saga_id),) if r is not None]
-        taken = []
+        taken: builtins.list[SagaRecord] = []
         for row in rows:
             if len(taken) >= limit:
                 break

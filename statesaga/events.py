@@ -1,0 +1,70 @@
+"""Events for choreography: the `Event` record and the `EventBus` protocol."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .codec import from_json, to_json
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@attrs.frozen
+class Event:
+    """A message between saga participants; `correlation_id` is the saga id.
+
+    `message_id` is unique per message (consumers deduplicate by it); `causation_id` is the
+    message_id of the message that caused this one.
+    """
+
+    type: str
+    payload: Mapping[str, Any] = attrs.field(factory=dict)
+    correlation_id: str | None = None
+    message_id: str = attrs.field(factory=_new_id)
+    causation_id: str | None = None
+    timestamp: float = attrs.field(factory=time.time)
+
+    def to_json(self) -> str:
+        """The event as JSON text (a `SagaError` if its payload is not JSON)."""
+        return to_json(attrs.asdict(self), f"the payload of event {self.type!r}")
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        """Parse an event; `ValueError` (or `TypeError`) if it is not a well-formed event."""
+        raw = from_json(text.decode() if isinstance(text, bytes) else text)
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            raise ValueError(f"not an event: {str(raw)[:200]!r}")
+        if not isinstance(raw.get("payload", {}), dict):
+            raise ValueError(f"event {raw['type']!r} has a payload that is not a JSON object")
+        return cls(**{f.name: raw[f.name] for f in attrs.fields(cls) if f.name in raw})
+
+
+Handler = Callable[[Event], Awaitable[None] | None]
+
+
+@runtime_checkable
+class EventBus(Protocol):
+    """Publish events and deliver them to subscribers, at least once."""
+
+    async def publish(self, event: Event) -> None:
+        """Send `event`; returns once the bus has accepted it (persisted, for a broker)."""
+        ...
+
+    async def subscribe(self, event_type: str, handler: Handler, *, group: str = "default"
+                        ) -> None:
+        """Call `handler(event)` (sync or async) for each `event_type` event.
+
+        Subscribers in one `group` share the events (each goes to one of them); every group
+        gets every event. A handler that raises gets the event again later; after the bus's
+        delivery limit it is dead-lettered.
+        """
+        ...
+
+    async def close(self) -> None: ...
