@@ -269,7 +269,7 @@ async def test_abort_of_a_running_saga_cancels_its_step_and_compensates_it() -> 
     rec.hang.add("c")
     o = Orchestrator()
     task = asyncio.create_task(o.run(linear(rec), saga_id="abort-me"))
-    while rec.calls[-1:] != ["c"]:
+    while rec.calls[-1:] != ["c"]:  # noqa: ASYNC110 - wait for the step to start
         await asyncio.sleep(0)
     record = await o.abort("abort-me", reason="customer cancelled")
     assert record == await task
