@@ -48,5 +48,11 @@ class ExampleServices:
         return list(self.journal)
 
     def snapshot(self) -> dict[str, Any]:
-        """What the outside world holds now (JSON-comparable)."""
-        return {name: svc.snapshot() for name, svc in self.services.items()}
+        """What the outside world holds now, of what can be undone (JSON-comparable).
+
+        A service with no undo (a sent notification stays sent) is left out: compensating
+        a saga cannot restore it, so comparing it would only restate that.
+        """
+        undoable = {svc for svc, _, undo in self._ops.values() if undo is not None}
+        return {name: svc.snapshot() for name, svc in self.services.items()
+                if name in undoable}

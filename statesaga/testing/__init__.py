@@ -1,6 +1,10 @@
 """Helpers for testing sagas: fake services, a controllable clock, failure exploration."""
 
 from .clock import FakeClock
+from .explore import explore_failures
 from .fakes import FakeService, ServiceError
+from .report import FailureReport, ScenarioResult
+from .scenarios import InjectedFailure, SimulatedCrash
 
-__all__ = ["FakeClock", "FakeService", "ServiceError"]
+__all__ = ["FailureReport", "FakeClock", "FakeService", "InjectedFailure", "ScenarioResult",
+           "ServiceError", "SimulatedCrash", "explore_failures"]

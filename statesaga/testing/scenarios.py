@@ -1,0 +1,168 @@
+"""Failure scenarios and their injection: a copy of the machine whose callables misbehave on cue.
+
+Injected failures are honest about outcomes: a raised action raises *before* the real
+call (it did not happen); a timeout or a passing deadline strikes *after* it (it happened,
+but nobody heard back), which is what makes a compensation that relies on `ctx.result`,
+or a step that ignores its idempotency key, show up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ..definition import SagaStateMachine
+from ..graph import StateDef
+from ..steps import StepSpec
+
+
+class InjectedFailure(Exception):
+    """Raised by statesaga.testing where a scenario makes a step or compensation fail."""
+
+
+class SimulatedCrash(BaseException):
+    """The process "dies" at a store boundary (a BaseException: nothing may catch it)."""
+
+
+@attrs.define
+class Scenario:
+    """One failure scenario: what misbehaves, and the outcome a correct saga reaches."""
+
+    name: str
+    expect: str  # "completed", "compensated" or "failed"
+    raise_in: str | None = None  # the step whose action raises
+    raise_times: int | None = None  # None: always
+    timeout_in: str | None = None  # the step whose action times out after running
+    hang_in: str | None = None  # the step whose action hangs after running (deadline)
+    undo_fails: str | None = None  # the step whose compensation raises
+    undo_times: int | None = None
+    crash_at: int | None = None  # the n-th store write (1-based) ...
+    crash_after: bool = False  # ... crashes before it is applied, or after
+    events: tuple[str, ...] = ()  # explicit graphs: the events sent, in order
+    skipped: str | None = None  # why it was not run
+
+
+@attrs.define
+class Journal:
+    """What really happened in the outside world, recorded by the injected wrappers."""
+
+    ran: list[str] = attrs.Factory(list)  # actions that completed their real call
+    undone: list[str] = attrs.Factory(list)  # compensations that completed their real call
+
+
+class Injector:
+    """Wraps a machine's callables so the current scenario can make them misbehave."""
+
+    def __init__(self, machine: SagaStateMachine) -> None:
+        self.machine = machine
+        self.scenario = Scenario("happy path", "completed")
+        self.journal = Journal()
+        self._left: dict[str, int | None] = {}
+        self.copy = self._copy()
+
+    def begin(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.journal = Journal()
+        self._left = {"raise": scenario.raise_times, "undo": scenario.undo_times}
+
+    def _take(self, which: str) -> bool:
+        left = self._left.get(which)
+        if left is None:
+            return True
+        if left <= 0:
+            return False
+        self._left[which] = left - 1
+        return True
+
+    def _copy(self) -> SagaStateMachine:
+        m = self.machine
+        copy = SagaStateMachine(m.name, deadline=m.deadline)
+        for d in m._defs:
+            spec = d.step
+            copy._defs.append(StateDef(
+                name=d.name, on_enter=d.on_enter, on_exit=d.on_exit,
+                step=StepSpec(
+                    name=spec.name,
+                    action=None if spec.action is None else self._action(d.name, spec.action),
+                    compensation=(None if spec.compensation is None
+                                  else self._undo(d.name, spec.compensation)),
+                    retry=spec.retry, compensation_retry=spec.compensation_retry,
+                    timeout=spec.timeout)))
+        copy._edges = list(m._edges)
+        copy._problems = list(m._problems)
+        return copy.validate()
+
+    def _action(self, step: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        async def injected_action(ctx: Any) -> Any:
+            s = self.scenario
+            if s.raise_in == step and self._take("raise"):
+                raise InjectedFailure(f"{step} raised (injected, before doing anything)")
+            result = await _call(func, ctx)
+            self.journal.ran.append(step)
+            if s.timeout_in == step:
+                raise TimeoutError(f"{step} timed out (injected, after it ran)")
+            if s.hang_in == step:
+                await asyncio.Event().wait()  # until the saga's deadline cancels it
+            return result
+        injected_action.__qualname__ = f"explore.{step}"
+        return injected_action
+
+    def _undo(self, step: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        async def injected_compensation(ctx: Any) -> Any:
+            if self.scenario.undo_fails == step and self._take("undo"):
+                raise InjectedFailure(f"the compensation of {step} raised (injected)")
+            result = await _call(func, ctx)
+            self.journal.undone.append(step)
+            return result
+        injected_compensation.__qualname__ = f"explore.undo_{step}"
+        return injected_compensation
+
+
+async def _call(func: Callable[..., Any], ctx: Any) -> Any:
+    result = func(ctx)
+    return await result if inspect.isawaitable(result) else result
+
+
+def plan(machine: SagaStateMachine) -> list[Scenario]:
+    """Every step and compensation failure scenario of a step-based machine."""
+    graph = machine.graph
+    steps = [s for s in graph.forward if graph.defs[s].step.action is not None]
+    compensable = [s for s in steps if graph.compensable(s)]
+    out: list[Scenario] = []
+    for s in steps:
+        retried = graph.defs[s].step.retry.attempts > 1
+        out += [
+            Scenario(f"{s} raises once", "completed" if retried else "compensated",
+                     raise_in=s, raise_times=1),
+            Scenario(f"{s} always raises", "compensated", raise_in=s),
+            Scenario(f"{s} times out (outcome unknown)", "compensated", timeout_in=s),
+        ]
+        deadline = Scenario(f"the deadline passes in {s}", "compensated", hang_in=s)
+        if machine.deadline is None:
+            deadline.skipped = "the machine has no deadline"
+        out.append(deadline)
+    if steps:
+        last = steps[-1]
+        for c in compensable:
+            # make the last step fail so that c's compensation runs (time out if c is last)
+            trigger = {"timeout_in": last} if c == last else {"raise_in": last}
+            out += [
+                Scenario(f"compensation of {c} raises once", "compensated", undo_fails=c,
+                         undo_times=1, **trigger),
+                Scenario(f"compensation of {c} always raises", "failed", undo_fails=c,
+                         **trigger),
+            ]
+    return out
+
+
+def crash_plan(writes: int, *, failing: str | None) -> list[Scenario]:
+    """A crash before and after each of `writes` store writes, on one path."""
+    path = f"{failing} failing" if failing else "happy path"
+    expect = "compensated" if failing else "completed"
+    return [Scenario(f"crash {'after' if after else 'before'} write {n} ({path})", expect,
+                     raise_in=failing, crash_at=n, crash_after=after)
+            for n in range(1, writes + 1) for after in (False, True)]
