@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import structlog
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from statesaga import Retry, SagaDefinitionError, SagaStateMachine, SagaStep, StepContext
 from statesaga.graph import FORWARD, MIRROR, STUCK
+from statesaga.testing.strategies import explicit_graphs
 
 
 def noop(ctx: StepContext) -> None:
@@ -304,30 +304,8 @@ async def test_handle_event_with_a_nameless_event_is_a_type_error() -> None:
 # -- properties of the mirror ----------------------------------------------------------
 
 
-@st.composite
-def random_dags(draw: st.DrawFn) -> SagaStateMachine:
-    """A random explicit graph: states 0..n-1, edges only forward, every state reachable."""
-    n = draw(st.integers(1, 8))
-    m = SagaStateMachine("random")
-    for i in range(n):
-        m.add_state(f"s{i}", compensation=noop if draw(st.booleans()) else None)
-    for i in range(1, n):
-        m.add_transition(f"s{draw(st.integers(0, i - 1))}", f"s{i}", f"to_s{i}")
-    for i in range(n):
-        extra = draw(st.lists(st.integers(i + 1, n), max_size=2, unique=True)) if i < n - 1 \
-            else []
-        for j in extra:
-            dest = "completed" if j == n else f"s{j}"
-            if not any(t == (f"s{i}", dest) for t in []):
-                m.add_transition(f"s{i}", dest, f"x{i}_{j}", guard=lambda e, c: True)
-    m.add_transition(f"s{n - 1}", "completed", "finish")
-    for i in range(n - 1):
-        m.add_transition(f"s{i}", "completed", f"end{i}", guard=lambda e, c: True)
-    return m
-
-
 @settings(max_examples=60, deadline=None)
-@given(random_dags())
+@given(explicit_graphs())
 def test_mirror_has_one_state_per_compensable_state_and_never_leaves_it(
         m: SagaStateMachine) -> None:
     compensable = {s for s in m.graph.forward if m.graph.compensable(s)}

@@ -22,6 +22,7 @@ from statesaga import (
     StepContext,
 )
 from statesaga.testing import FakeClock
+from statesaga.testing.strategies import failure_schedules, linear_sagas
 
 
 class Recorder:
@@ -495,18 +496,35 @@ async def test_an_explicit_state_waits_for_an_event_and_is_released() -> None:
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.booleans(), min_size=1, max_size=8), st.data())
+@given(st.data())
 def test_random_linear_sagas_compensate_exactly_the_completed_steps_newest_first(
-        compensable: list[bool], data: st.DataObject) -> None:
-    n = len(compensable)
-    failing = data.draw(st.integers(0, n - 1))
-    rec = Recorder()
-    names = [f"s{i}" for i in range(n)]
-    rec.fail[names[failing]] = None
-    m = SagaStateMachine("prop")
-    for name, undo in zip(names, compensable, strict=True):
-        m.step(name, rec.action(name), compensation=rec.undo(name) if undo else None)
-    record = asyncio.run(orch().run(m))
-    expected = [f"undo {names[i]}" for i in reversed(range(failing)) if compensable[i]]
-    assert names[: failing + 1] + expected == rec.calls
+        data: st.DataObject) -> None:
+    saga = data.draw(linear_sagas())
+    failing = data.draw(st.sampled_from(saga.steps))
+    saga.schedule = {failing: None}
+    record = asyncio.run(orch().run(saga.machine))
+    done = saga.steps[: saga.steps.index(failing)]
+    expected = [f"undo {s}" for s in reversed(done) if s in saga.compensable]
+    assert [*done, failing, *expected] == saga.calls
     assert SagaStatus.COMPENSATED is record.status
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data())
+def test_random_failure_schedules_end_terminal_with_compensations_newest_first(
+        data: st.DataObject) -> None:
+    saga = data.draw(linear_sagas(retries=True))
+    saga.schedule = data.draw(failure_schedules(saga))
+    record = asyncio.run(orch().run(saga.machine))
+    assert record.status.is_terminal
+    completed = [t.source for t in record.history
+                 if t.event == "succeed" and t.source in saga.steps]
+    expected = [s for s in reversed(completed) if s in saga.compensable]
+    undone = list(dict.fromkeys(c[5:] for c in saga.calls if c.startswith("undo ")))
+    if record.status is SagaStatus.COMPLETED:
+        assert ([], saga.steps) == (undone, completed)
+    elif record.status is SagaStatus.COMPENSATED:
+        assert expected == undone
+    else:
+        stuck = record.history[-1].step
+        assert expected[: expected.index(stuck) + 1] == undone

@@ -1,5 +1,6 @@
 """Helpers for testing sagas: fake services, a controllable clock, failure exploration."""
 
+from .asserts import assert_transitions
 from .clock import FakeClock
 from .explore import explore_failures
 from .fakes import FakeService, ServiceError
@@ -7,4 +8,4 @@ from .report import FailureReport, ScenarioResult
 from .scenarios import InjectedFailure, SimulatedCrash
 
 __all__ = ["FailureReport", "FakeClock", "FakeService", "InjectedFailure", "ScenarioResult",
-           "ServiceError", "SimulatedCrash", "explore_failures"]
+           "ServiceError", "SimulatedCrash", "assert_transitions", "explore_failures"]
