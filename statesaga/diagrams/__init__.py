@@ -1,0 +1,102 @@
+"""Drawings of saga machines and of live sagas: graphviz DOT and images, Mermaid, Jupyter.
+
+Offline only: nothing on a saga's run path calls this package, and `graphviz` is imported
+only when a drawing is made. `python -m statesaga.diagrams OUTDIR` redraws the examples.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ..exceptions import SagaError
+from .mermaid import to_mermaid
+from .model import check_record
+
+if TYPE_CHECKING:
+    from ..definition import SagaStateMachine
+    from ..records import SagaRecord
+
+__all__ = ["FORMATS", "Diagram", "mimebundle", "render", "to_dot", "to_mermaid"]
+
+FORMATS = ("dot", "pdf", "png", "svg")
+"""What `render` draws to, by the path's suffix."""
+
+
+def to_dot(machine: SagaStateMachine, record: SagaRecord | None = None) -> str:
+    """The machine as graphviz DOT source; with `record`, that saga's path and state on it."""
+    from .dot import digraph
+
+    return digraph(machine, record).source  # type: ignore[no-any-return]
+
+
+def render(
+    machine: SagaStateMachine, path: str | Path, record: SagaRecord | None = None
+) -> Path:
+    """Draw the machine (and `record`) to `path`, in the format of its suffix; return the path."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise SagaError(f"cannot draw to {str(path)!r}: unknown suffix {path.suffix!r}; "
+                        f"use one of {', '.join('.' + f for f in FORMATS)}")
+    if not path.parent.is_dir():
+        raise SagaError(f"cannot draw to {str(path)!r}: the folder {str(path.parent)!r} "
+                        "does not exist; create it first")
+    source = to_dot(machine, record)
+    if fmt == "dot":
+        path.write_text(source, encoding="utf-8")
+    else:
+        path.write_bytes(_pipe(source, fmt))
+    return path
+
+
+def mimebundle(machine: SagaStateMachine, record: SagaRecord | None = None) -> dict[str, str]:
+    """What Jupyter shows: the SVG drawing, or the DOT source when `dot` is not installed."""
+    source = to_dot(machine, record)
+    if shutil.which("dot") is None:
+        return {"text/plain": "// install graphviz (apt-get install graphviz) to see this "
+                              "as a drawing\n" + source}
+    what = repr(machine) if record is None else f"<saga {record.saga_id!r} in {record.state}>"
+    return {"image/svg+xml": _pipe(source, "svg").decode("utf-8"), "text/plain": what}
+
+
+@attrs.frozen
+class Diagram:
+    """A machine, and optionally one saga on it, as a drawing: Jupyter shows it as SVG.
+
+    `Diagram(machine, record)` is checked when made: the record must be of that machine.
+    """
+
+    machine: SagaStateMachine
+    record: SagaRecord | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.record is not None:
+            check_record(self.machine, self.record)
+
+    def to_dot(self) -> str:
+        return to_dot(self.machine, self.record)
+
+    def to_mermaid(self) -> str:
+        return to_mermaid(self.machine, self.record)
+
+    def render(self, path: str | Path) -> Path:
+        """Draw to `path`, in the format of its suffix (.svg .png .pdf .dot)."""
+        return render(self.machine, path, self.record)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return mimebundle(self.machine, self.record)
+
+
+def _pipe(source: str, fmt: str) -> bytes:
+    """Run graphviz's `dot` on `source`; when it is missing, say how to install it."""
+    if shutil.which("dot") is None:
+        raise SagaError(f"drawing to .{fmt} needs graphviz's `dot` program, which is not "
+                        "installed: install graphviz (`apt-get install graphviz`, or `brew "
+                        "install graphviz`), or draw to .dot")
+    import graphviz
+
+    return graphviz.Source(source).pipe(format=fmt)  # type: ignore[no-any-return]

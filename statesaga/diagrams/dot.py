@@ -1,0 +1,212 @@
+"""The DOT drawing: forward states in a column, their compensations beside them.
+
+`compensated` tops the compensation column, where the walk back ends; `completed` ends
+the forward column; `failed` hangs off a rail that every compensation state is tied to.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..graph import FAILURE, FORWARD, MIRROR, RESUME, STUCK, UNKNOWN, Graph, mirror
+from ..records import COMPENSATED, COMPLETED, FAILED
+from .model import START, Key, Trace, column, drawn_states, edges, policy, short
+
+if TYPE_CHECKING:
+    from ..definition import SagaStateMachine
+    from ..records import SagaRecord
+
+START_NODE = "~start"  # "~" cannot occur in a state name: these never clash with one
+TAKEN_WIDTH = "3"  # the pen width of an edge the saga took; nothing else is this wide
+HIGHLIGHT = "#c2185b"  # the compensation that would run if the saga failed now
+GREY = "#666666"
+RED = "#b3261e"
+# Kinds differ by line style, not only by colour, so that a drawing survives grey print.
+STYLES: dict[str, dict[str, str]] = {
+    START: {"style": "solid"},
+    FORWARD: {"style": "solid"},
+    FAILURE: {"style": "dashed", "color": RED, "fontcolor": RED},
+    UNKNOWN: {"style": "dotted", "color": "#a15c00", "fontcolor": "#a15c00"},
+    MIRROR: {"style": "solid", "color": "#1f5aa6:invis:#1f5aa6", "fontcolor": "#1f5aa6"},
+    STUCK: {"style": "dashed", "color": GREY, "arrowhead": "tee"},
+    RESUME: {"style": "dashed", "color": GREY, "dir": "back", "arrowtail": "empty"},
+}
+LEGEND = (
+    (FORWARD, "step done"),
+    (FAILURE, "step failed: undo the steps before"),
+    (UNKNOWN, "outcome unknown: undo the step too"),
+    (MIRROR, "undone: walk back"),
+    (STUCK, "compensation gave up: stuck"),
+    (RESUME, "a person retries it"),
+)
+FILLS = {COMPLETED: "#dff0d8", COMPENSATED: "#dce7f5", FAILED: "#f6dcdc"}
+
+
+def digraph(machine: SagaStateMachine, record: SagaRecord | None) -> Any:
+    """The `graphviz.Digraph` of the machine, with `record`'s saga drawn on it."""
+    import graphviz
+
+    graph = machine.graph
+    trace = Trace(machine, record) if record is not None else None
+    title = f"saga {machine.name} \u00b7 version {machine.version}"
+    if record is not None:
+        title = f"{record.saga_id}: {record.status.value} ({title})"
+        if record.error is not None:
+            title += "\n" + short(record.error, 90)
+        title = _plain(title)  # the saga id and the error are anybody's text
+    g = graphviz.Digraph(machine.name, graph_attr={
+        "label": title, "labelloc": "t", "fontname": "Helvetica", "fontsize": "13",
+        "newrank": "true", "nodesep": "0.3", "ranksep": "0.3", "size": "7.5,10",
+        "tooltip": title,
+    }, node_attr={"shape": "box", "style": "rounded", "fontname": "Helvetica",
+                  "fontsize": "11", "height": "0.4"},
+        edge_attr={"fontname": "Helvetica", "fontsize": "9", "arrowsize": "0.7"})
+    order = [START_NODE, *column(graph), COMPLETED]
+    comps = [mirror(s) for s in order[1:-1] if graph.compensable(s)]  # top to bottom
+    g.node(START_NODE, label="", shape="point", width="0.15", tooltip="start")
+    for state in drawn_states(graph):
+        g.node(state, **_node(graph, state, trace))
+    for m in comps:
+        g.node(_rail(m), label="", shape="point", width="0.05", color=GREY, group="rail",
+               tooltip=f"{m} gets stuck in failed when it gives up")
+    # The layout: the start beside `compensated`, each compensation level with its step.
+    _same_rank(g, [START_NODE, COMPENSATED])
+    for state in order[1:-1]:
+        if graph.compensable(state):  # with room between the columns for "timeout / abort"
+            _same_rank(g, [state, mirror(state), _rail(mirror(state))], gap="2")
+    _same_rank(g, [COMPLETED, FAILED] if comps else [COMPLETED])
+    drawn = {(a, b) for a, b, kind, _ in edges(graph) if kind == FORWARD}
+    for a, b in itertools.pairwise(order[1:]):
+        if (a, b) not in drawn:  # branches: the column keeps its order all the same
+            g.edge(a, b, style="invis", weight="10")
+    _edge(g, ("", graph.initial, START), ["start"], trace, weight="10")
+    for source, dest, kind, events in edges(graph):
+        rank = {"constraint": "false"} if kind in (FAILURE, UNKNOWN) else {"weight": "10"}
+        if kind == FORWARD and order.index(dest) != order.index(source) + 1:
+            rank = {"weight": "1"}  # a branch skipping states: let the column stay straight
+        _edge(g, (source, dest, kind), events, trace, **rank)
+    # The stuck rail: a stub from each compensation, then down into `failed`.
+    for i, m in enumerate(comps):
+        _rail_edge(g, m, _rail(m), trace, {m}, **STYLES[RESUME])
+        if i + 1 < len(comps):
+            _rail_edge(g, _rail(m), _rail(comps[i + 1]), trace, set(comps[: i + 1]),
+                       dir="none", weight="10")
+    if comps:
+        _rail_edge(g, _rail(comps[-1]), FAILED, trace, set(comps), **STYLES[STUCK],
+                   xlabel="fail ", fontcolor=GREY, weight="10")
+    _legend(g, trace, below=len(order) <= 10)
+    return g
+
+
+def _node(graph: Graph, state: str, trace: Trace | None) -> dict[str, str]:
+    forward = state in graph.defs or state == COMPLETED
+    attrs = {"group": "forward" if forward else "mirror", "tooltip": state}
+    notes, happened = policy(graph, state), []
+    if state == FAILED:
+        notes = ["stuck: a person fixes", "the cause, then retries"]
+        attrs["group"] = "rail"
+    fill = FILLS.get(state)
+    if trace is not None:
+        happened = trace.notes(state)
+        if state in trace.errors:
+            attrs["tooltip"] = _plain(f"{state}: {trace.errors[state]}")
+        if state in trace.visited:
+            fill = fill or "#eeeeee"
+        if state == trace.stuck and trace.is_stuck:
+            attrs.update(color=RED, penwidth="2")
+        if state == trace.current:
+            attrs.update(peripheries="2", penwidth="2")
+            fill = "#ffe08a"
+    if fill:
+        attrs.update(style="rounded,filled", fillcolor=fill)
+    if notes or happened:
+        lines = "".join(f'<BR/><FONT POINT-SIZE="9" COLOR="{colour}">{html.escape(n)}</FONT>'
+                        for colour, group in (("#555555", notes), (RED, happened))
+                        for n in group)
+        attrs["label"] = f"<{html.escape(state)}{lines}>"
+    return attrs
+
+
+def _edge(g: Any, key: Key, events: Iterable[str], trace: Trace | None, **rank: str) -> None:
+    source, dest, kind = key
+    # An edge's label is a node of the layout; between two compensation states it makes
+    # the failure edges crossing that gap loop around it. Those are placed after routing.
+    where = "label" if kind in (START, FORWARD) else "xlabel"
+    attrs = {**STYLES[kind], where: " / ".join(events), "class": kind, **rank}
+    if trace is not None:
+        if key in trace.would:
+            _highlight(attrs)
+        if key in trace.taken:
+            _taken(attrs)
+    g.edge(source or START_NODE, dest, **attrs)
+
+
+def _rail_edge(g: Any, tail: str, head: str, trace: Trace | None, users: set[str],
+               **attrs: str) -> None:
+    """A piece of the stuck rail; `users`: the compensation states whose way to `failed` it is."""
+    attrs = {"style": "dashed", "color": GREY, "class": "stuck", **attrs}
+    if trace is not None:
+        if users & trace.rails_would:
+            _highlight(attrs)
+        if users & trace.rails_taken:
+            _taken(attrs)
+    g.edge(tail, head, **attrs)
+
+
+def _taken(attrs: dict[str, str]) -> None:
+    attrs["penwidth"] = TAKEN_WIDTH
+    attrs["class"] += " taken"
+
+
+def _highlight(attrs: dict[str, str]) -> None:
+    double = ":invis:" in attrs.get("color", "")
+    attrs.update(style="dashed", color=f"{HIGHLIGHT}:invis:{HIGHLIGHT}" if double else HIGHLIGHT,
+                 fontcolor=HIGHLIGHT)
+    attrs["class"] += " would"
+
+
+def _plain(text: str) -> str:
+    """Text from a saga (an error) as a DOT string: a backslash must not escape the quote."""
+    return text.replace("\\", "\\\\")
+
+
+def _rail(state: str) -> str:
+    return f"~rail~{state}"
+
+
+def _same_rank(g: Any, nodes: Sequence[str], gap: str | None = None) -> None:
+    """Put `nodes` on one rank, left to right; `gap`: room after the first (in node gaps)."""
+    with g.subgraph() as s:
+        s.attr(rank="same")
+        for i, (a, b) in enumerate(itertools.pairwise(nodes)):
+            s.edge(a, b, style="invis", **({"minlen": gap} if gap and not i else {}))
+
+
+def _legend(g: Any, trace: Trace | None, below: bool) -> None:
+    """Line styles explained, two to a row, in a box under the drawing or (tall) beside it."""
+    rows: list[tuple[dict[str, str], str]] = [(STYLES[k], text) for k, text in LEGEND]
+    if trace is not None:
+        rows.append(({"penwidth": TAKEN_WIDTH}, "taken by this saga"))
+        if trace.would or trace.rails_would:
+            rows.append(({"style": "dashed", "color": HIGHLIGHT}, trace.would_text()))
+    with g.subgraph(name="cluster_legend") as legend:
+        legend.attr(label="legend", fontsize="10", style="rounded", color="#aaaaaa")
+        for i, (_, text) in enumerate(rows):
+            legend.node(f"~legend{i}", label="", shape="point", width="0.01", color="white")
+            legend.node(f"~legend{i}~", label=text, shape="plaintext", fontsize="9",
+                        height="0.2")
+        for i in range(0, len(rows), 2):
+            with legend.subgraph() as row:
+                row.attr(rank="same")
+                for j, (style, _) in enumerate(rows[i: i + 2]):
+                    if j:
+                        row.edge(f"~legend{i}~", f"~legend{i + 1}", style="invis")
+                    row.edge(f"~legend{i + j}", f"~legend{i + j}~",
+                             **{k: v for k, v in style.items() if k != "fontcolor"})
+            if i:
+                legend.edge(f"~legend{i - 2}", f"~legend{i}", style="invis")
+    if below:  # the edge is outside the box, or it would pull `completed` into it
+        g.edge(COMPLETED, "~legend0", style="invis")
