@@ -11,13 +11,18 @@ from .retry import Retry
 from .steps import SagaStep
 from .stores.base import SagaStore
 from .stores.memory import InMemoryStore
+from .stores.postgres import PostgresStore
+from .stores.sqlite import SQLiteStore
+from .stores.urls import open_store
 
 __all__ = [
     "Clock",
     "InMemoryStore",
     "Orchestrator",
+    "PostgresStore",
     "RecoveryReport",
     "Retry",
+    "SQLiteStore",
     "SagaConflict",
     "SagaDefinitionError",
     "SagaError",
@@ -32,4 +37,6 @@ __all__ = [
     "SystemClock",
     "Transition",
     "TransitionInfo",
+    "open_store",
 ]
+

@@ -44,8 +44,7 @@ class SagaStateMachine:
         self._frozen_by: str | None = None
         if (problem := check_name("saga", name)) is not None:
             self._problems.append(problem)
-        if deadline is not None and (isinstance(deadline, bool)
-                                     or not isinstance(deadline, int | float) or deadline <= 0):
+        if deadline is not None and not _positive(deadline):
             self._problems.append(f"deadline must be a number of seconds > 0, not {deadline!r}")
 
     # -- building ---------------------------------------------------------------------
@@ -56,14 +55,22 @@ class SagaStateMachine:
         on_enter: Callback | None = None,
         on_exit: Callback | None = None,
         compensation: Callback | None = None,
+        *,
+        timeout: float | None = None,
     ) -> None:
         """Add a forward state; the first one added is the initial state.
 
         `on_enter(context)` and `on_exit(context)` run inside transitions; `compensation(ctx)`
-        undoes what the state did, from its mirror state `compensating_<name>`.
+        undoes what the state did, from its mirror state `compensating_<name>`. `timeout`:
+        how long the state waits for its event (a durable timer) before its `timeout`
+        transition, which compensates the state too (its outcome is unknown).
         """
+        if timeout is not None and not _positive(timeout):
+            self._problems.append(f"state {name!r}: timeout must be a number of seconds > 0, "
+                                  f"not {timeout!r}")
+            timeout = None
         self._add(StateDef(name=name, step=StepSpec(name=name, action=None,
-                                                    compensation=compensation),
+                                                    compensation=compensation, timeout=timeout),
                            on_enter=on_enter, on_exit=on_exit))
 
     def add_transition(
@@ -158,8 +165,7 @@ class SagaStateMachine:
             if policy is not None and not isinstance(policy, Retry):
                 self._problems.append(f"{where}: {what} must be a statesaga.Retry, "
                                       f"not {policy!r}")
-        if timeout is not None and (isinstance(timeout, bool)
-                                    or not isinstance(timeout, int | float) or timeout <= 0):
+        if timeout is not None and not _positive(timeout):
             self._problems.append(f"{where}: timeout must be a number of seconds > 0, "
                                   f"not {timeout!r}")
         elif timeout is not None and action is not None and not is_async(action):
@@ -300,6 +306,10 @@ class _Probe:
     def __init__(self, state: str) -> None:
         self.state = state
         self.target: str | None = None
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def _name_of(func: Callable[..., Any]) -> str:

@@ -46,7 +46,7 @@ class Event:
         return cls(**{f.name: raw[f.name] for f in attrs.fields(cls) if f.name in raw})
 
 
-Handler = Callable[[Event], Awaitable[None] | None]
+Handler = Callable[[Event], Awaitable[object] | object]
 
 
 @runtime_checkable

@@ -50,3 +50,11 @@ class SagaConflict(SagaError):
 
 class StoreError(SagaError):
     """The saga store failed: unreachable, corrupt row, or a schema it cannot use."""
+
+
+class DuplicateMessage(SagaError):
+    """A message was consumed before (its id is in the inbox): it is skipped, not applied."""
+
+
+class UndeliverableEvent(SagaError):
+    """An event cannot reach a saga (no correlation id, unknown saga, bad payload)."""

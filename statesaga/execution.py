@@ -1,9 +1,4 @@
-"""Runs one saga: attempts with retries and timeouts, each transition committed before the next.
-
-The saga is the model of its definition's shared `transitions` machine. Which mirror
-state a failure leads to is decided by `undo`: the compensable states whose effect may
-exist, in the order they happened, derived from the history.
-"""
+"""Runs sagas: attempts with retries and timeouts, each transition committed before the next."""
 
 from __future__ import annotations
 
@@ -11,7 +6,6 @@ import asyncio
 import inspect
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any
 
 import structlog
@@ -19,14 +13,11 @@ import structlog
 from .clock import Clock
 from .codec import to_json
 from .context import StepContext
-from .definition import SagaStateMachine
 from .exceptions import SagaError
 from .graph import (
     ABORT,
     FAIL,
     FAILURE,
-    FORWARD,
-    MIRROR,
     RETRY,
     RETRY_UNKNOWN,
     SUCCEED,
@@ -40,74 +31,14 @@ from .records import (
     FAILED,
     MIRROR_PREFIX,
     TERMINALS,
-    SagaRecord,
-    SagaStatus,
     Transition,
     status_of,
 )
 from .retry import Retry
+from .saga_run import SagaRun, move_undo
 from .stores.base import Commit, SagaStore
 
 _log = structlog.get_logger("statesaga")
-
-
-class SagaRun:
-    """One saga in this process: the model its machine moves, and what it needs to go on."""
-
-    __slots__ = ("abort", "cause", "created_at", "data", "deadline_at", "definition", "error",
-                 "history", "interruptible", "log", "outbox", "pending", "results", "revision",
-                 "saga_id", "state", "target", "undo")
-
-    def __init__(self, definition: SagaStateMachine, record: SagaRecord) -> None:
-        self.definition = definition
-        self.saga_id = record.saga_id
-        self.state = record.state
-        self.target: str | None = None
-        self.data = MappingProxyType(dict(record.data))
-        self.results: dict[str, Any] = dict(record.results)
-        self.history = list(record.history)
-        self.revision = record.revision
-        self.error = record.error
-        self.created_at = record.created_at
-        self.deadline_at = None if record.deadline_at is None else record.deadline_at.timestamp()
-        self.pending = record.status is SagaStatus.PENDING
-        self.abort: str | None = None
-        self.interruptible = False
-        self.undo: list[str] = []
-        self.cause: str | None = None
-        self.outbox: list[Any] = []  # messages published by hooks, for the next commit
-        self.log: Any = _log.bind(saga_id=record.saga_id, saga=definition.name)
-        graph = definition.graph
-        for t in self.history:
-            kind = graph.kinds.get((t.source or "", t.event, t.dest))
-            if kind is not None:
-                _move_undo(graph, self.undo, t.source or "", kind)
-                if kind in (FAILURE, UNKNOWN):
-                    self.cause = t.error
-
-    def hook_context(self) -> StepContext:
-        """The context a hook of this saga gets: messages it publishes join the commit."""
-        return StepContext(self.saga_id, self.state, self.data, self.results,
-                           name=self.definition.name, outbox=self.outbox)
-
-    def record(self) -> SagaRecord:
-        updated = self.history[-1].at if self.history else self.created_at
-        return SagaRecord(
-            saga_id=self.saga_id, name=self.definition.name, version=self.definition.version,
-            state=self.state, status=status_of(self.state, self.pending), data=dict(self.data),
-            results=dict(self.results), error=self.error, history=tuple(self.history),
-            created_at=self.created_at, updated_at=updated, revision=self.revision,
-            deadline_at=None if self.deadline_at is None else
-            datetime.fromtimestamp(self.deadline_at, UTC))
-
-
-def _move_undo(graph: Graph, undo: list[str], source: str, kind: str) -> None:
-    """How one transition of `kind` out of `source` changes the undo stack."""
-    if kind in (FORWARD, UNKNOWN):
-        if graph.compensable(source):
-            undo.append(source)
-    elif kind == MIRROR:
-        undo.pop()
 
 
 class _Outcome:
@@ -154,10 +85,16 @@ class Runner:
             if d is None:
                 await self._compensate(run, graph, graph.defs[run.state[len(MIRROR_PREFIX):]]
                                        .step)
-            elif d.step.action is None:
-                return  # an explicit state: it waits for an outside event
-            else:
+            elif d.step.action is not None:
                 await self._forward(run, d.step)
+            else:  # an explicit state: it waits for an outside event, or its timer
+                due = self.due(run)
+                if due is None or due > self.clock.time():
+                    return
+                await self.fire(run, TIMEOUT, step=run.state, error=(
+                    f"no event came in {run.state} within its timeout of {d.step.timeout}s"
+                    if run.deadline_at is None or due < run.deadline_at else
+                    f"the saga's deadline of {run.definition.deadline}s passed in {run.state}"))
 
     def _attempt(self, run: SagaRun) -> int:
         """The number of the attempt about to run in the current state (from the history)."""
@@ -189,8 +126,9 @@ class Runner:
                     return
                 if timeout is None or left < timeout:
                     timeout, deadline_bound = left, True
+            run.outbox = []  # what this attempt publishes leaves only if it succeeds
             ctx = StepContext(run.saga_id, spec.name, run.data, run.results, attempt=attempt,
-                              name=run.definition.name)
+                              name=run.definition.name, outbox=run.outbox)
             out = await self._attempt_once(run, spec.action, ctx, timeout)
             if out.exc is None:
                 try:
@@ -202,13 +140,14 @@ class Runner:
                     run.results[spec.name] = out.result
                     if not await self.fire(run, SUCCEED, step=spec.name, attempt=attempt,
                                            duration=out.duration,
-                                           result=(spec.name, result_json)):
+                                           result=result_json):
                         run.results.pop(spec.name)
                         await self.fire(run, TIMEOUT, step=spec.name, attempt=attempt, error=(
                             f"step {spec.name!r} succeeded but no transition out of it accepted "
                             "the result (every guard on its 'succeed' transitions said no): "
                             "compensating it; add a transition without a guard as the default"))
                     return
+            run.outbox = []
             if run.abort is not None:
                 return  # the attempt was aborted: `drive` fires the abort
             assert out.exc is not None
@@ -243,14 +182,18 @@ class Runner:
         policy: Retry = spec.compensation_retry
         limit = max(policy.attempts, attempt)
         while True:
+            run.outbox = []
             ctx = StepContext(run.saga_id, spec.name, run.data, run.results, attempt=attempt,
-                              result=run.results.get(spec.name), name=run.definition.name)
-            out = await self._attempt_once(run, spec.compensation, ctx, spec.timeout,
+                              result=run.results.get(spec.name), name=run.definition.name,
+                              outbox=run.outbox)
+            timeout = spec.timeout if spec.action is not None else None
+            out = await self._attempt_once(run, spec.compensation, ctx, timeout,
                                            abortable=False)
             if out.exc is None:
                 await self.fire(run, SUCCEED, step=spec.name, attempt=attempt,
                                 duration=out.duration)
                 return
+            run.outbox = []
             error = _describe(out.exc)
             run.log.warning("saga.compensation_failed", step=spec.name, attempt=attempt,
                             exc_info=out.exc)
@@ -314,28 +257,27 @@ class Runner:
         attempt: int | None = None,
         duration: float | None = None,
         error: str | None = None,
-        result: tuple[str, str] | None = None,
+        result: str | None = None,
         reason: str | None = None,
         payload: Any = None,
-        context: Any = None,
-        messages: list[Any] | None = None,
+        inbox: str | None = None,
     ) -> bool:
         """Move the saga on `event` and commit the transition; False if nothing fired."""
         graph = run.definition.graph
         source = run.state
         run.target = self._target(graph, run, source, event)
         trigger = run.definition.machine.events.get(event)
-        run.outbox = messages if messages is not None else []
         try:
             if trigger is None or not await trigger.trigger(run, event=payload or event,
-                                                            context=context):
+                                                            context=None):
                 return False
         except BaseException:
             run.state = source  # a hook raised: nothing was committed, the saga stays put
+            run.outbox = []
             raise
         dest = run.state
         kind = graph.kinds[(source, event, dest)]
-        _move_undo(graph, run.undo, source, kind)
+        move_undo(graph, run.undo, source, kind)
         if kind in (FAILURE, UNKNOWN):
             run.cause = error
         if dest == FAILED:
@@ -352,7 +294,9 @@ class Runner:
             status=status_of(dest), error=run.error, transition=transition, result=result,
             owner=None if done else self.owner,
             lease_until=None if done else self.clock.time() + self.lease,
-            messages=run.outbox, waiting=self._waits(graph, dest))
+            messages=run.outbox, waiting=self._waits(graph, dest), inbox=inbox,
+            wake_at=self.due(run) if not done else None)
+        run.outbox = []
         abort = await self.store.commit(commit)
         if abort is not None and run.abort is None and not done:
             run.abort = abort
@@ -362,6 +306,19 @@ class Runner:
         if kind in (FAILURE, UNKNOWN):
             run.log.warning("saga.compensating", step=step, trigger=event, error=error)
         return True
+
+    @staticmethod
+    def due(run: SagaRun) -> float | None:
+        """When a saga waiting in its state times out (its state's timeout, or the deadline)."""
+        d = run.definition.graph.defs.get(run.state)
+        if d is None or d.step.action is not None:
+            return None
+        times = [] if run.deadline_at is None else [run.deadline_at]
+        if d.step.timeout is not None:
+            entered = next(t.at for t in reversed(run.history)
+                           if t.dest == run.state and t.source != t.dest)
+            times.append(entered.timestamp() + d.step.timeout)
+        return min(times, default=None)
 
     @staticmethod
     def _waits(graph: Graph, state: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import inspect
 import os
 import socket
 import uuid
@@ -18,9 +19,10 @@ from .clock import Clock, SystemClock
 from .codec import to_json
 from .definition import SagaStateMachine
 from .exceptions import SagaConflict, SagaError
-from .execution import Runner, SagaRun
+from .execution import Runner
 from .graph import RETRY, START_EVENT
 from .records import TERMINALS, SagaRecord, SagaStatus, Transition
+from .saga_run import SagaRun
 from .stores.base import SagaStore
 from .stores.memory import InMemoryStore
 
@@ -145,11 +147,14 @@ class Orchestrator:
             history=(Transition(at, None, machine.initial, START_EVENT),),
             created_at=at, updated_at=at, revision=1,
             deadline_at=None if deadline is None else datetime.fromtimestamp(now + deadline, UTC))
+        messages = await self._enter_initial(machine, record)
+        waiting = Runner._waits(machine.graph, machine.initial)
         try:
             await self.store.create(
                 record, data_json=data_json, owner=None if pending else self.owner,
-                lease_until=None if pending else now + self.lease,
-                waiting=Runner._waits(machine.graph, machine.initial))
+                lease_until=None if pending else now + self.lease, waiting=waiting,
+                messages=messages, wake_at=Runner.due(SagaRun(machine, record)) if waiting
+                else None)
         except SagaConflict:
             existing = await self.store.load(saga_id)
             if existing.name != machine.name or to_json(dict(existing.data), "") != data_json:
@@ -159,6 +164,17 @@ class Orchestrator:
                     saga_id=saga_id, state=existing.state) from None
             return existing, False
         return record, True
+
+    async def _enter_initial(self, machine: SagaStateMachine, record: SagaRecord) -> list[Any]:
+        """Run the initial state's on_enter; what it publishes is written with the saga."""
+        d = machine.graph.defs[machine.initial]
+        if d.on_enter is None:
+            return []
+        ctx = SagaRun(machine, record).hook_context()
+        result = d.on_enter(ctx)
+        if inspect.isawaitable(result):
+            await result
+        return list(ctx.outbox or ())
 
     async def resume(self, saga_id: str) -> SagaRecord:
         """Go on with an unfinished saga (e.g. after a crash); a finished one is returned as is."""

@@ -184,7 +184,7 @@ async def test_workers_run_started_sagas_and_stop_when_asked() -> None:
     worker = Orchestrator(store=store, sagas=[m])
     stop = asyncio.Event()
     work = asyncio.create_task(worker.work(concurrency=4, poll=0.01, stop=stop))
-    while len(await store.list(status=SagaStatus.COMPLETED)) < 10:
+    while len(await store.list(status=SagaStatus.COMPLETED)) < 10:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     stop.set()
     assert 10 == await work

@@ -132,7 +132,7 @@ class Trace:
 
     def _would_run(self, machine: SagaStateMachine) -> tuple[set[Key], set[str]]:
         """The edges of the compensation that would run if the saga failed now."""
-        from ..execution import SagaRun
+        from ..saga_run import SagaRun
 
         graph = machine.graph
         undo = SagaRun(machine, self.record).undo  # compensable states done, oldest first

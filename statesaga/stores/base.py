@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -11,13 +12,23 @@ import attrs
 from ..records import SagaRecord, SagaStatus, Transition
 
 
+def message_json(message: Any) -> str:
+    """An outbox message (an attrs record such as `Event`, or a dict) as JSON text."""
+    return json.dumps(attrs.asdict(message) if attrs.has(type(message)) else message,
+                      default=str, separators=(",", ":"))
+
+
 @attrs.frozen
 class Commit:
     """One transition of one saga, written atomically (write-ahead, before the next action).
 
     `revision` is the saga's new revision; the store applies the commit only if the stored
-    revision is `revision - 1` and raises `SagaConflict` otherwise. `result` is
-    `(step, json_text)` when the transition records a step's result.
+    revision is `revision - 1` and raises `SagaConflict` otherwise. `result` is the JSON
+    text of the result of `transition.step` when the transition records one. `messages`
+    join the outbox in the same transaction. A `waiting` saga waits for an outside event and is
+    claimable again only at `wake_at` (epoch seconds; None: never, until an event comes).
+    `inbox` is the message id of the event this transition consumed: the store records it
+    in the same transaction and raises `DuplicateMessage` if it was consumed before.
     """
 
     saga_id: str
@@ -26,11 +37,13 @@ class Commit:
     status: SagaStatus
     error: str | None
     transition: Transition
-    result: tuple[str, str] | None = None
+    result: str | None = None
     owner: str | None = None
     lease_until: float | None = None
     messages: Sequence[Any] = ()
     waiting: bool = False
+    wake_at: float | None = None
+    inbox: str | None = None
 
 
 @runtime_checkable
@@ -42,10 +55,11 @@ class SagaStore(Protocol):
     async def create(
         self, record: SagaRecord, *, data_json: str, owner: str | None,
         lease_until: float | None, waiting: bool = False, messages: Sequence[Any] = (),
+        wake_at: float | None = None,
     ) -> None:
         """Insert a new saga with its first transition; `SagaConflict` if the id is taken.
 
-        `waiting` marks a saga that waits for an outside event: workers do not claim it.
+        `waiting` and `wake_at` as in `Commit`; `messages` join the outbox.
         """
         ...
 
@@ -91,3 +105,23 @@ class SagaStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    # -- the transactional outbox and inbox, for choreography --------------------------
+
+    async def pending_messages(self, limit: int = 100) -> builtins.list[tuple[int, str]]:
+        """Outbox messages not yet sent, oldest first: (id, JSON text)."""
+        ...
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Mark outbox messages sent (after the bus confirmed them)."""
+        ...
+
+    async def participant_state(self, participant: str, key: str) -> dict[str, Any] | None:
+        """A participant's state for one saga (None before its first message)."""
+        ...
+
+    async def participant_apply(self, participant: str, key: str, message_id: str,
+                                state: dict[str, Any], messages: Sequence[Any]) -> bool:
+        """Store a participant's new state, its inbox entry and its replies in one
+        transaction; False (and nothing written) if `message_id` was applied before."""
+        ...

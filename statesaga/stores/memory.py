@@ -8,10 +8,10 @@ from typing import Any
 
 import attrs
 
-from ..codec import from_json
-from ..exceptions import SagaConflict, SagaNotFound
+from ..codec import from_json, to_json
+from ..exceptions import DuplicateMessage, SagaConflict, SagaNotFound
 from ..records import SagaRecord, SagaStatus, Transition
-from .base import Commit
+from .base import Commit, message_json
 
 _UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 
@@ -31,7 +31,7 @@ class _Row:
     lease_until: float | None
     abort: str | None = None
     waiting: bool = False
-    outbox: list[Any] = attrs.Factory(list)
+    wake_at: float | None = None
 
 
 class InMemoryStore:
@@ -42,10 +42,14 @@ class InMemoryStore:
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
         self.commits = 0
+        self._inbox: set[tuple[str, str]] = set()
+        self._outbox: list[tuple[int, str, str, bool]] = []  # id, saga_id, message, sent
+        self._participants: dict[tuple[str, str], str] = {}
 
     async def create(
         self, record: SagaRecord, *, data_json: str, owner: str | None,
         lease_until: float | None, waiting: bool = False, messages: Sequence[Any] = (),
+        wake_at: float | None = None,
     ) -> None:
         if record.saga_id in self._rows:
             raise SagaConflict(f"saga {record.saga_id!r} already exists", saga_id=record.saga_id)
@@ -53,7 +57,8 @@ class InMemoryStore:
             record=record, data_json=data_json, history=list(record.history), results={},
             revision=record.revision, state=record.state, status=record.status,
             error=record.error, updated_at=record.updated_at, owner=owner,
-            lease_until=lease_until, waiting=waiting, outbox=list(messages))
+            lease_until=lease_until, waiting=waiting, wake_at=wake_at)
+        self._send(record.saga_id, messages)
         self.commits += 1
 
     async def load(self, saga_id: str) -> SagaRecord:
@@ -73,6 +78,9 @@ class InMemoryStore:
         row = self._rows.get(commit.saga_id)
         if row is None:
             raise SagaNotFound(commit.saga_id, self.url)
+        if commit.inbox is not None and ("saga", commit.inbox) in self._inbox:
+            raise DuplicateMessage(f"message {commit.inbox} was consumed before",
+                                   saga_id=commit.saga_id)
         if row.revision != commit.revision - 1:
             raise SagaConflict(
                 f"saga {commit.saga_id!r} was changed by another writer (revision "
@@ -84,12 +92,14 @@ class InMemoryStore:
         row.error = commit.error
         row.updated_at = commit.transition.at
         row.history.append(commit.transition)
-        if commit.result is not None:
-            row.results[commit.result[0]] = commit.result[1]
+        if commit.result is not None and commit.transition.step is not None:
+            row.results[commit.transition.step] = commit.result
         row.owner = commit.owner
         row.lease_until = commit.lease_until
-        row.outbox.extend(commit.messages)
-        row.waiting = commit.waiting
+        row.waiting, row.wake_at = commit.waiting, commit.wake_at
+        self._send(commit.saga_id, commit.messages)
+        if commit.inbox is not None:
+            self._inbox.add(("saga", commit.inbox))
         self.commits += 1
         return row.abort
 
@@ -116,7 +126,8 @@ class InMemoryStore:
             if saga_id is not None:  # one saga, by an operator: waiting or stuck is fine
                 if row.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED):
                     continue
-            elif row.status not in _UNFINISHED or row.waiting or (
+            elif row.status not in _UNFINISHED or (row.waiting and not (
+                    row.wake_at is not None and row.wake_at <= now)) or (
                     wanted is not None and (row.record.name, row.record.version) not in wanted):
                 continue
             if row.owner is not None and row.lease_until is not None and row.lease_until > now:
@@ -145,6 +156,35 @@ class InMemoryStore:
         if row is None:
             raise SagaNotFound(saga_id, self.url)
         row.abort = reason
+
+    def _send(self, saga_id: str, messages: Sequence[Any]) -> None:
+        for m in messages:
+            self._outbox.append((len(self._outbox) + 1, saga_id, message_json(m), False))
+
+    async def pending_messages(self, limit: int = 100) -> builtins.list[tuple[int, str]]:
+        """Outbox messages not yet sent, oldest first: (id, JSON text)."""
+        return [(i, m) for i, _, m, sent in self._outbox if not sent][:limit]
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            n, saga_id, message, _ = self._outbox[i - 1]
+            self._outbox[i - 1] = (n, saga_id, message, True)
+
+    async def participant_state(self, participant: str, key: str) -> dict[str, Any] | None:
+        """A participant's state for one saga (None before its first message)."""
+        text = self._participants.get((participant, key))
+        return None if text is None else dict(from_json(text))
+
+    async def participant_apply(self, participant: str, key: str, message_id: str,
+                                state: dict[str, Any], messages: Sequence[Any]) -> bool:
+        """Apply a participant's handling of one message atomically; False if a duplicate."""
+        if (participant, message_id) in self._inbox:
+            return False
+        text = to_json(state, f"{participant}'s state")  # refuse bad state before recording
+        self._inbox.add((participant, message_id))
+        self._participants[(participant, key)] = text
+        self._send(key, messages)
+        return True
 
     async def close(self) -> None:
         """Nothing to close: the sagas stay for as long as the object lives."""

@@ -42,6 +42,13 @@ class FakeService:
         self._scripts[op] = _Script(times, hang, error)
         return self
 
+    def heal(self, op: str | None = None) -> None:
+        """Stop the scripted failures (of `op`, or all): the service works again."""
+        if op is None:
+            self._scripts.clear()
+        else:
+            self._scripts.pop(op, None)
+
     def reset(self) -> None:
         self.effects.clear()
         self.calls.clear()

@@ -149,12 +149,12 @@ def plan(machine: SagaStateMachine) -> list[Scenario]:
         last = steps[-1]
         for c in compensable:
             # make the last step fail so that c's compensation runs (time out if c is last)
-            trigger = {"timeout_in": last} if c == last else {"raise_in": last}
+            timeout_in, raise_in = (last, None) if c == last else (None, last)
             out += [
                 Scenario(f"compensation of {c} raises once", "compensated", undo_fails=c,
-                         undo_times=1, **trigger),
+                         undo_times=1, timeout_in=timeout_in, raise_in=raise_in),
                 Scenario(f"compensation of {c} always raises", "failed", undo_fails=c,
-                         **trigger),
+                         timeout_in=timeout_in, raise_in=raise_in),
             ]
     return out
 

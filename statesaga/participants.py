@@ -1,0 +1,71 @@
+"""Participants of a choreography: services that handle commands and reply with events.
+
+A participant keeps its state per saga in the saga store's database; handling one command
+(its new state, the command's message id in the inbox, its replies in the outbox) is one
+transaction, so a redelivered command is applied once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import attrs
+import structlog
+
+from .events import Event, EventBus
+from .exceptions import UndeliverableEvent
+
+_log = structlog.get_logger("statesaga")
+Reply = Event | Sequence[Event] | None
+CommandHandler = Callable[[Event, dict[str, Any]], Reply | Awaitable[Reply]]
+
+
+class Participant:
+    """A service in a choreography. Handlers get `(command, state)`, change `state` (a dict
+    kept for this saga) in place, and return the reply event(s)."""
+
+    def __init__(self, name: str, store: Any) -> None:
+        self.name = name
+        self.store = store
+        self.handlers: dict[str, tuple[CommandHandler, tuple[str, ...]]] = {}
+
+    def on(self, command: str, *, emits: Sequence[str] = ()
+           ) -> Callable[[CommandHandler], CommandHandler]:
+        """Decorator: handle `command`; `emits` declares the events it may reply with."""
+        def register(func: CommandHandler) -> CommandHandler:
+            self.handlers[command] = (func, tuple(emits))
+            return func
+        return register
+
+    @property
+    def emits(self) -> set[str]:
+        return {e for _, emits in self.handlers.values() for e in emits}
+
+    async def handle(self, command: Event) -> bool:
+        """Apply one command; False if it was applied before (a duplicate delivery)."""
+        if not command.correlation_id:
+            raise UndeliverableEvent(f"command {command.type!r} (message {command.message_id}) "
+                                     "has no correlation_id")
+        func, _ = self.handlers[command.type]
+        key = command.correlation_id
+        state = await self.store.participant_state(self.name, key) or {}
+        reply = func(command, state)
+        if inspect.isawaitable(reply):
+            reply = await reply
+        replies = [] if reply is None else [reply] if isinstance(reply, Event) else list(reply)
+        replies = [attrs.evolve(r, correlation_id=r.correlation_id or key,
+                                causation_id=r.causation_id or command.message_id)
+                   for r in replies]
+        applied: bool = await self.store.participant_apply(
+            self.name, key, command.message_id, state, replies)
+        if not applied:
+            _log.info("participant.duplicate", participant=self.name, type=command.type,
+                      message_id=command.message_id)
+        return applied
+
+    async def listen(self, bus: EventBus) -> None:
+        """Subscribe to every command this participant handles (one group per participant)."""
+        for command in self.handlers:
+            await bus.subscribe(command, self.handle, group=self.name)

@@ -1,0 +1,370 @@
+"""`PostgresStore`: the saga log in PostgreSQL over an `asyncpg` pool, for many workers."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import inspect
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..codec import to_json
+from ..exceptions import SagaError, SagaNotFound, StoreError
+from ..records import SagaRecord, SagaStatus
+from . import _sql
+from .base import Commit
+from .urls import redact
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# The types of the transitions' columns, in `_sql.INSERT_TRANSITION` order (saga_id ... result).
+_TYPES = ("text", "bigint", "timestamptz", "text", "text", "text", "text", "int", "text",
+          "float8", "text", "text")
+_TRANSITION = ("INSERT INTO {s}transitions (saga_id, seq, at, source, dest, event, step, "
+               "attempt, error, duration, reason, result) ")
+_OUTBOX = ("INSERT INTO {{s}}outbox (saga_id, message, created_at) SELECT $1, "
+           "m.message, ${at} FROM s, unnest(${n}::text[]) WITH ORDINALITY AS m(message, i) "
+           "ORDER BY m.i")
+
+
+# A participant's handling of one message ($3), gated on its inbox row (none: a duplicate).
+_APPLY = f"""WITH i AS ({_sql.CONSUME} RETURNING 1),
+    p AS (INSERT INTO {{s}}participants (participant, saga_key, state, updated_at)
+          SELECT $1, $2, $5, $4 FROM i ON CONFLICT (participant, saga_key)
+          DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at),
+    o AS (INSERT INTO {{s}}outbox (saga_id, message, created_at) SELECT $2, m.message, $4
+          FROM i, unnest($6::text[]) WITH ORDINALITY AS m(message, n) ORDER BY m.n)
+    SELECT count(*) FROM i"""
+
+
+def _create_sql(many: bool, outbox: bool) -> str:
+    """One statement: the saga ($1-$15), its history ($16-$25: arrays if `many`), messages."""
+    history = [f"${16 + i}::{t}{'[]' if many else ''}" for i, t in enumerate(_TYPES[1:11])]
+    source = (f"s.saga_id, h.*, NULL FROM s, unnest({', '.join(history)}) AS h" if many
+              else f"s.saga_id, {', '.join(history)}, NULL FROM s")
+    sql = (f"WITH s AS ({_sql.INSERT_SAGA} RETURNING saga_id), "
+           f"h AS ({_TRANSITION}SELECT {source})")
+    if outbox:
+        sql += ", o AS (" + _OUTBOX.format(at=9, n=26) + ")"
+    return sql + " SELECT count(*) FROM s"
+
+
+def _commit_sql(outbox: bool, inbox: bool) -> str:
+    """One statement: the update ($1-$10), the transition ($11-$19), messages, the inbox."""
+    values = ["$1", "$2", "$6", *(f"${8 + i}::{t}" for i, t in enumerate(_TYPES) if i > 2)]
+    sql = (f"WITH s AS ({_sql.UPDATE_SAGA}), t AS ({_TRANSITION}SELECT {', '.join(values)} "
+           "FROM s)")
+    n = 20
+    if outbox:
+        sql += ", o AS (" + _OUTBOX.format(at=6, n=n) + ")"
+        n += 1
+    if inbox:
+        sql += (", i AS (INSERT INTO {s}inbox (consumer, message_id, saga_id, consumed_at) "
+                f"SELECT 'saga', ${n}::text, $1, $6 FROM s)")
+    return sql + " SELECT abort_reason FROM s"
+
+
+_CLAIM = """WITH c AS ({candidates})
+    UPDATE {s}sagas AS s SET owner = {owner}, lease_until = {until}, revision = s.revision + 1,
+        status = CASE c.status WHEN 'pending' THEN 'running' ELSE c.status END
+    FROM c WHERE s.saga_id = c.saga_id
+    RETURNING s.saga_id, s.name, s.version, s.state, c.status, s.data, s.error, s.revision,
+        s.created_at, s.updated_at, s.deadline_at, s.n"""
+
+
+def _ts(at: datetime) -> datetime:
+    return at
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset on release: the store never changes a session, so a round trip saved."""
+
+
+class PostgresStore:
+    """The saga log in PostgreSQL, in its own schema (`schema`), created and migrated on first use.
+
+    The pool opens on first use (or `await store.open()`); `close()` closes it.
+    """
+
+    def __init__(self, dsn: str, *, schema: str = "statesaga", min_size: int = 1,
+                 max_size: int = 10, connect_timeout: float = 10.0) -> None:
+        if not _IDENTIFIER.fullmatch(schema):
+            raise ValueError(f"schema must be an identifier (letters, digits and _, at most 63, "
+                             f"not starting with a digit), not {schema!r}")
+        try:
+            import asyncpg
+        except ImportError as exc:  # pragma: no cover - asyncpg is in the test environment
+            raise StoreError("PostgresStore needs asyncpg: pip install 'statesaga[postgres]'"
+                             ) from exc
+        self._asyncpg: Any = asyncpg
+        self._pool_options: dict[str, Any] = {"reset": _keep_session} if "reset" in \
+            inspect.signature(asyncpg.create_pool).parameters else {}  # asyncpg >= 0.30
+        self._failures = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                          asyncpg.InternalClientError)
+        self.dsn, self.schema = dsn, schema
+        self.min_size, self.max_size, self.connect_timeout = min_size, max_size, connect_timeout
+        self.url = redact(dsn) if schema == "statesaga" else redact(
+            f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}")
+        self._d = _sql.Dialect(fill={
+            "s": f'"{schema}".', "int": "BIGINT", "ts": "TIMESTAMPTZ",
+            "float": "DOUBLE PRECISION", "bool": "BOOLEAN",
+            "serial": "BIGINT GENERATED ALWAYS AS IDENTITY", "clustered": "",
+            "n_column": ", n BIGINT GENERATED ALWAYS AS IDENTITY", "n": "n",
+            "each": "jsonb_array_elements_text",
+            "numbers": "SELECT value::bigint FROM jsonb_array_elements_text",
+            "pairs": "SELECT value ->> 0, value ->> 1 FROM jsonb_array_elements",
+            "sagas_with": " WITH (fillfactor = 70)"})  # room for HOT updates
+        self._q = {name: self._d(getattr(_sql, name)) for name in (
+            "SELECT_SAGA", "SELECT_REVISION", "SELECT_HISTORY", "SELECT_HISTORIES", "RENEW",
+            "RELEASE", "REQUEST_ABORT", "PENDING_MESSAGES", "MARK_SENT", "PARTICIPANT_STATE")}
+        self._apply = self._d(_APPLY)
+        self._create = {(many, outbox): self._d(_create_sql(many, outbox))
+                        for many in (False, True) for outbox in (False, True)}
+        self._commit = {(outbox, inbox): self._d(_commit_sql(outbox, inbox))
+                        for outbox in (False, True) for inbox in (False, True)}
+        self._pool: Any = None
+        self._idle: list[Any] = []  # connections kept out of the pool: no acquire per call
+        self._opening = asyncio.Lock()
+
+    # -- the saga log --------------------------------------------------------------------
+
+    async def create(
+        self, record: SagaRecord, *, data_json: str, owner: str | None,
+        lease_until: float | None, waiting: bool = False, messages: Sequence[Any] = (),
+        wake_at: float | None = None,
+    ) -> None:
+        saga = _sql.saga_row(record, data_json, owner, lease_until, waiting, wake_at, _ts)
+        rows = _sql.history_rows(record, _ts)
+        many = len(rows) != 1  # one transition (the usual start): plain parameters
+        history = (list(zip(*rows, strict=True)) or [()] * 12)[1:11] if many else rows[0][1:11]
+        args = [*saga, *history]
+        if messages:
+            args.append([m[1] for m in _sql.message_rows(record.saga_id, messages, None)])
+        async with self._connection() as conn:
+            if not await conn.fetchval(self._create[many, bool(messages)], *args):
+                raise _sql.exists(record.saga_id)
+
+    async def load(self, saga_id: str) -> SagaRecord:
+        async with self._connection() as conn, self._snapshot(conn):
+            row = await conn.fetchrow(self._q["SELECT_SAGA"], saga_id)
+            if row is None:
+                raise SagaNotFound(saga_id, self.url)
+            history = await conn.fetch(self._q["SELECT_HISTORY"], saga_id)
+        return _sql.decode(row, history, _ts, self.url)
+
+    async def commit(self, commit: Commit) -> str | None:
+        update, transition = _sql.commit_rows(commit, _ts)
+        args = [*update, *transition[3:]]
+        if commit.messages:
+            args.append([m[1] for m in _sql.message_rows(commit.saga_id, commit.messages, None)])
+        if commit.inbox is not None:
+            args.append(commit.inbox)
+        async with self._connection() as conn:
+            try:
+                done = await conn.fetchrow(
+                    self._commit[bool(commit.messages), commit.inbox is not None], *args)
+            except self._asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != "inbox_pkey":
+                    raise
+                raise _sql.duplicate(commit) from exc
+            if done is None:
+                found = await conn.fetchrow(self._q["SELECT_REVISION"], commit.saga_id,
+                                            commit.inbox)
+                _sql.missed(commit, found, self.url)
+        abort: str | None = done[0]
+        return abort
+
+    async def list(
+        self, *, status: SagaStatus | None = None, name: str | None = None,
+        limit: int | None = None,
+    ) -> list[SagaRecord]:
+        sql, params = self._d.listing(status, name, limit)
+        async with self._connection() as conn, self._snapshot(conn):
+            rows = await conn.fetch(sql, *params)
+            history = await self._histories(conn, rows)
+        return _sql.decode_all(rows, history, _ts, self.url)
+
+    async def claim(
+        self, owner: str, *, now: float, lease: float, limit: int,
+        definitions: Sequence[tuple[str, str]] | None = None, saga_id: str | None = None,
+    ) -> builtins.list[SagaRecord]:
+        candidates, params = self._d.claimable(
+            "saga_id, status", now=now, limit=limit, definitions=definitions, saga_id=saga_id,
+            lock=" FOR UPDATE SKIP LOCKED")
+        sql = self._d(_CLAIM.replace("{candidates}", candidates).replace(
+            "{owner}", f"${len(params) + 1}").replace("{until}", f"${len(params) + 2}"))
+        while True:  # corrupt sagas stay leased (out of the way), logged and skipped
+            async with self._connection() as conn:
+                rows = sorted(await conn.fetch(sql, *params, owner, now + lease),
+                              key=lambda row: (row["created_at"], row["n"]))
+                history = await self._histories(conn, rows)
+            if saga_id is not None and rows:  # an operator's claim of one saga: corrupt raises
+                return [_sql.decode(rows[0], history, _ts, self.url)]
+            claimed = _sql.decode_all(rows, history, _ts, self.url)
+            if claimed or not rows or lease <= 0:
+                return claimed
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], until: float) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._q["RENEW"], owner, json.dumps(list(saga_ids)), until)
+
+    async def release(self, owner: str, saga_ids: Sequence[str]) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._q["RELEASE"], owner, json.dumps(list(saga_ids)))
+
+    async def request_abort(self, saga_id: str, reason: str) -> None:
+        async with self._connection() as conn:
+            if await conn.execute(self._q["REQUEST_ABORT"], saga_id, reason) == "UPDATE 0":
+                raise SagaNotFound(saga_id, self.url)
+
+    # -- the outbox and participants (choreography) ----------------------------------------
+
+    async def pending_messages(self, limit: int = 100) -> builtins.list[tuple[int, str]]:
+        """Outbox messages not yet sent, oldest first: (id, JSON text)."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._q["PENDING_MESSAGES"], limit)
+        return [(row[0], row[1]) for row in rows]
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._q["MARK_SENT"], json.dumps(list(ids)), datetime.now(UTC))
+
+    async def participant_state(self, participant: str, key: str) -> dict[str, Any] | None:
+        """A participant's state for one saga (None before its first message)."""
+        async with self._connection() as conn:
+            text = await conn.fetchval(self._q["PARTICIPANT_STATE"], participant, key)
+        return None if text is None else _sql.participant_state(text, participant, key,
+                                                                 self.url)
+
+    async def participant_apply(self, participant: str, key: str, message_id: str,
+                                state: dict[str, Any], messages: Sequence[Any]) -> bool:
+        """Apply a participant's handling of one message atomically; False if a duplicate."""
+        state_json = to_json(state, f"{participant}'s state")
+        outbox = [m[1] for m in _sql.message_rows(key, messages, None)]
+        async with self._connection() as conn:
+            applied = await conn.fetchval(self._apply, participant, key, message_id,
+                                          datetime.now(UTC), state_json, outbox)
+        return bool(applied)
+
+    # -- the pool ------------------------------------------------------------------------
+
+    def reopen(self) -> PostgresStore:
+        """The same database and schema through a new pool, as a fresh process would open it."""
+        return PostgresStore(self.dsn, schema=self.schema, min_size=self.min_size,
+                             max_size=self.max_size, connect_timeout=self.connect_timeout)
+
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema; `StoreError` if that fails."""
+        async with self._opening:
+            if self._pool is not None:
+                return
+            try:
+                pool = await self._asyncpg.create_pool(
+                    self.dsn, min_size=self.min_size, max_size=self.max_size,
+                    timeout=self.connect_timeout, **self._pool_options)
+            except self._failures as exc:
+                raise StoreError(
+                    f"cannot connect to the saga store {self.url} ({type(exc).__name__}: "
+                    f"{exc}): check that PostgreSQL runs there and that the URL is right"
+                ) from exc
+            try:
+                async with pool.acquire() as conn:
+                    await self._migrate(conn)
+            except BaseException:
+                await pool.close()
+                raise
+            self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool; the next call opens it again."""
+        pool, self._pool = self._pool, None
+        idle, self._idle = self._idle, []
+        if pool is not None:
+            for conn in idle:
+                await pool.release(conn)
+            await pool.close()
+
+    async def _migrate(self, conn: Any) -> None:
+        async with self._failing(), conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                               f"statesaga:{self.schema}")
+            found = 0
+            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                   f'"{self.schema}".schema_version'):
+                found = await conn.fetchval(self._d("SELECT max(version) FROM {s}schema_version"))
+            steps = self._d.migrations(found or 0, self.url)
+            if steps:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            for sql in steps:
+                await conn.execute(sql)
+
+    def _connection(self) -> _Borrowed:
+        return _Borrowed(self)
+
+    @contextlib.asynccontextmanager
+    async def _failing(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except self._failures as exc:
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: BaseException) -> StoreError:
+        """The driver's error as a `StoreError` naming the store."""
+        return StoreError(
+            f"the saga store {self.url} failed ({type(exc).__name__}: {exc}); the transaction "
+            "was rolled back, so nothing was half-written: fix the cause, then resume the saga")
+
+    @staticmethod
+    def _snapshot(conn: Any) -> Any:
+        """A read-only transaction that sees one snapshot (a saga and its history agree)."""
+        return conn.transaction(isolation="repeatable_read", readonly=True)
+
+    async def _histories(self, conn: Any, rows: Sequence[Any]) -> Any:
+        if not rows:
+            return []
+        ids = json.dumps([row["saga_id"] for row in rows])
+        return await conn.fetch(self._q["SELECT_HISTORIES"], ids)
+
+
+class _Borrowed:
+    """A connection for one call: one of the store's idle ones, else one from its pool.
+
+    Back to the idle list after it, unless the driver failed: then to the pool (reset or
+    replaced), and the error becomes a `StoreError`."""
+
+    __slots__ = ("conn", "pool", "store")
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    async def __aenter__(self) -> Any:
+        store = self.store
+        while store._idle:  # a lost connection was taken back by the pool: skip it
+            conn = store._idle.pop()
+            with contextlib.suppress(*store._failures):
+                if not conn.is_closed():
+                    self.pool, self.conn = store._pool, conn
+                    return conn
+                await store._pool.release(conn)
+        if store._pool is None:
+            await store.open()
+        self.pool = store._pool
+        try:
+            self.conn = await self.pool.acquire()
+        except store._failures as exc:
+            raise store._failed(exc) from exc
+        return self.conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: Any) -> None:
+        store = self.store
+        if (kind is None or issubclass(kind, SagaError)) and self.pool is store._pool:
+            store._idle.append(self.conn)
+        else:  # the pool resets the connection, or terminates and replaces it
+            with contextlib.suppress(*store._failures):
+                await self.pool.release(self.conn)
+        if isinstance(exc, store._failures):
+            raise store._failed(exc) from exc

@@ -1,0 +1,157 @@
+"""Choreography: sagas moved by events, messages by outbox, duplicates dropped by inbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from statesaga import InMemoryStore, Orchestrator, SagaDefinitionError, SagaStateMachine
+from statesaga.choreography import command, deliver, waits_for
+from statesaga.contract import check_contract
+from statesaga.events import Event
+from statesaga.examples.trip_choreography import build_participants, build_trip_choreography
+from statesaga.exceptions import UndeliverableEvent
+from statesaga.participants import Participant
+from statesaga.testing import FakeClock
+
+
+class Harness:
+    """A saga store, its orchestrator and participants, with the outbox pumped by hand."""
+
+    def __init__(self, store: Any = None, clock: FakeClock | None = None) -> None:
+        self.store = store if store is not None else InMemoryStore()
+        self.machine = build_trip_choreography()
+        self.orch = Orchestrator(store=self.store, sagas=[self.machine],
+                                 clock=clock or FakeClock())
+        self.participants = build_participants(self.store)
+        self.sent: list[Event] = []
+
+    async def pump(self, *, redeliver: bool = False) -> None:
+        """Deliver every outbox message to whoever handles it, until none is left."""
+        waited = waits_for(self.machine)
+        while pending := await self.store.pending_messages():
+            await self.store.mark_sent([i for i, _ in pending])
+            for _, text in pending:
+                event = Event.from_json(text)
+                self.sent.append(event)
+                for _ in range(2 if redeliver else 1):
+                    for p in self.participants:
+                        if event.type in p.handlers:
+                            await p.handle(event)
+                    if event.type in waited:
+                        await deliver(self.orch, event)
+
+    def commands(self, saga_id: str) -> list[str]:
+        return [e.type for e in self.sent if e.correlation_id == saga_id
+                and e.type.startswith(("Book", "Charge", "Cancel", "Refund"))]
+
+    async def bookings(self, saga_id: str) -> dict[str, Any]:
+        return {p.name: await self.store.participant_state(p.name, saga_id)
+                for p in self.participants}
+
+
+async def test_a_choreographed_trip_completes_through_its_events() -> None:
+    h = Harness()
+    record = await h.orch.run(h.machine, {"flight": "LH1"}, saga_id="c1")
+    assert "booking_flight" == record.state  # it waits for FlightBooked
+    await h.pump()
+    record = await h.orch.get("c1")
+    assert "completed" == record.state
+    assert ["BookFlight", "BookHotel", "ChargePayment"] == h.commands("c1")
+    assert ["booking_flight", "booking_hotel", "charging_payment", "completed"] == [
+        t.dest for t in record.history]
+
+
+@pytest.mark.parametrize(("fail_at", "undo"), [
+    ("flight", []), ("hotel", ["CancelFlight"]),
+    ("payment", ["CancelHotel", "CancelFlight"])])
+async def test_a_failure_reply_compensates_exactly_what_happened_newest_first(
+        fail_at: str, undo: list[str]) -> None:
+    h = Harness()
+    await h.orch.run(h.machine, {"fail_at": fail_at}, saga_id="c2")
+    await h.pump()
+    record = await h.orch.get("c2")
+    assert "compensated" == record.state
+    done = {"flight": ["BookFlight"], "hotel": ["BookFlight", "BookHotel"],
+            "payment": ["BookFlight", "BookHotel", "ChargePayment"]}[fail_at]
+    assert done + undo == h.commands("c2")
+    assert all(not state or "booked" not in state for state in (await h.bookings("c2")).values())
+
+
+async def test_a_redelivered_event_or_command_is_applied_once() -> None:
+    h = Harness()
+    await h.orch.run(h.machine, {}, saga_id="c3")
+    await h.pump(redeliver=True)
+    record = await h.orch.get("c3")
+    assert "completed" == record.state
+    assert 4 == len(record.history)  # each reply moved the saga once
+    assert ["BookFlight", "BookHotel", "ChargePayment"] == h.commands("c3")
+
+
+async def test_an_event_with_no_transition_is_recorded_as_ignored() -> None:
+    h = Harness()
+    await h.orch.run(h.machine, {}, saga_id="c4")
+    await deliver(h.orch, Event("PaymentCharged", correlation_id="c4"))
+    record = await h.orch.get("c4")
+    assert "booking_flight" == record.state
+    last = record.history[-1]
+    assert ("booking_flight", "booking_flight", "PaymentCharged") == (
+        last.source, last.dest, last.event)
+    assert "ignored: no transition on 'PaymentCharged' from booking_flight" == last.reason
+
+
+async def test_an_event_for_a_finished_saga_is_recorded_as_ignored() -> None:
+    h = Harness()
+    await h.orch.run(h.machine, {}, saga_id="c5")
+    await h.pump()
+    await deliver(h.orch, Event("FlightBooked", correlation_id="c5"))
+    record = await h.orch.get("c5")
+    assert ("completed", "FlightBooked") == (record.state, record.history[-1].event)
+
+
+async def test_events_that_cannot_reach_a_saga_are_undeliverable() -> None:
+    h = Harness()
+    with pytest.raises(UndeliverableEvent, match="has no correlation_id"):
+        await deliver(h.orch, Event("FlightBooked"))
+    with pytest.raises(UndeliverableEvent, match="'ghost', which does not exist"):
+        await deliver(h.orch, Event("FlightBooked", correlation_id="ghost"))
+
+
+async def test_a_state_timeout_fires_and_compensates_that_state_too() -> None:
+    clock = FakeClock()
+    h = Harness(clock=clock)
+    await h.orch.run(h.machine, {}, saga_id="c6")
+    # the flight participant never answers; a worker wakes the saga when its timer is due
+    assert [] == await h.store.claim("w", now=clock.time(), lease=5, limit=5)
+    clock.advance(31)
+    report = await Orchestrator(store=h.store, sagas=[h.machine], clock=clock).recover()
+    record = report.recovered[0]
+    assert "compensated" == record.state
+    assert "timeout" == record.history[1].event
+    assert "within its timeout of 30.0s" in (record.history[1].error or "")
+    await h.pump()
+    assert ["BookFlight", "CancelFlight"] == h.commands("c6")
+
+
+def test_the_contract_lists_what_each_state_waits_for_and_emits() -> None:
+    store = InMemoryStore()
+    contract = check_contract(build_trip_choreography(), build_participants(store))
+    first = contract.states[0]
+    assert ("booking_flight", ("FlightBooked", "FlightFailed"), ("BookFlight",),
+            ("CancelFlight",)) == (first.state, first.waits_for, first.emits, first.undo_emits)
+    assert "booking_hotel: emits BookHotel" in str(contract)
+
+
+def test_the_contract_check_finds_every_gap() -> None:
+    m = SagaStateMachine("gappy")
+    m.add_state("asking", on_enter=command("Ask"))
+    m.add_transition("asking", "completed", "Answered")
+    p = Participant("nobody", InMemoryStore())
+    p.on("Other", emits=("Something",))(lambda e, s: None)
+    with pytest.raises(SagaDefinitionError) as err:
+        check_contract(m, [p])
+    text = str(err.value)
+    assert "waits for 'Answered', which no participant emits" in text
+    assert "emits 'Ask', which no participant handles" in text
+    assert "no route to 'compensated' on failure" in text
