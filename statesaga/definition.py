@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any, overload
 
@@ -22,6 +23,9 @@ from .retry import ACTION_RETRY, COMPENSATION_RETRY, Retry
 from .steps import Callback, SagaStep, StepHandle, StepSpec, snake_case
 
 _log = structlog.get_logger("statesaga")
+KNOWN: weakref.WeakValueDictionary[tuple[str, str], SagaStateMachine] = (
+    weakref.WeakValueDictionary())
+"""Every definition checked in this process, by (name, version): a record finds its drawing."""
 
 
 class SagaStateMachine:
@@ -237,6 +241,7 @@ class SagaStateMachine:
             if graph is None:
                 raise SagaDefinitionError(self.name, problems)
             self._graph = graph
+            KNOWN[(self.name, graph.version)] = self
         return self._graph
 
     @property

@@ -54,7 +54,9 @@ class Transition:
     """One move of a saga: the outcome of one attempt of `step`, taking it from `source` to `dest`.
 
     `source` is None for the transition that starts the saga. `duration` is the attempt's
-    duration in seconds (None when nothing ran, e.g. an operator's abort).
+    duration in seconds (None when nothing ran, e.g. an operator's abort). `worker` is the
+    id (the `owner`) of the orchestrator or worker that wrote it; None for rows written
+    before it was recorded, for a pending saga's start, and for operators' writes.
     """
 
     at: datetime
@@ -66,6 +68,7 @@ class Transition:
     error: str | None = None
     duration: float | None = None
     reason: str | None = None
+    worker: str | None = None
 
 
 @attrs.frozen
@@ -95,3 +98,14 @@ class SagaRecord:
         """A compensation gave up: a person must fix the cause, then `retry` the saga."""
         return self.status is SagaStatus.FAILED
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Jupyter shows the saga's path on its machine's diagram (its timeline if unknown)."""
+        from .definition import KNOWN
+        from .timeline import format_timeline
+
+        machine = KNOWN.get((self.name, self.version))
+        if machine is None:
+            return {"text/plain": format_timeline(self)}
+        from .diagrams import mimebundle
+
+        return mimebundle(machine, self) | {"text/plain": format_timeline(self)}

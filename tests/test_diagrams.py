@@ -656,3 +656,13 @@ async def test_running_a_saga_never_draws_it(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(dot_module, "digraph", refuse)
     record = await Orchestrator(clock=InstantClock()).run(build_trip(), saga_id="t-1")
     assert SagaStatus.COMPLETED == record.status
+
+
+@needs_dot
+async def test_a_record_shows_its_path_on_its_machine_in_jupyter() -> None:
+    record = await Orchestrator().run(build_trip(), saga_id="shown")
+    bundle = record._repr_mimebundle_()
+    assert "saga 'shown'" in bundle["text/plain"]
+    assert bundle["image/svg+xml"].lstrip().startswith(("<?xml", "<svg"))
+    unknown = attrs.evolve(record, version="0" * 12)._repr_mimebundle_()
+    assert ["text/plain"] == list(unknown)
