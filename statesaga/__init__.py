@@ -1,9 +1,18 @@
 """statesaga: sagas as explicit state machines, with mirrored compensation and a durable log."""
 
+from .bus_memory import InMemoryBus
 from .clock import Clock, SystemClock
 from .context import StepContext
 from .definition import SagaStateMachine
-from .exceptions import SagaConflict, SagaDefinitionError, SagaError, SagaNotFound, StoreError
+from .events import Event, EventBus
+from .exceptions import (
+    BusError,
+    SagaConflict,
+    SagaDefinitionError,
+    SagaError,
+    SagaNotFound,
+    StoreError,
+)
 from .graph import TransitionInfo
 from .orchestrator import Orchestrator, RecoveryReport
 from .records import SagaRecord, SagaStatus, Transition
@@ -16,10 +25,15 @@ from .stores.sqlite import SQLiteStore
 from .stores.urls import open_store
 
 __all__ = [
+    "BusError",
     "Clock",
+    "Event",
+    "EventBus",
+    "InMemoryBus",
     "InMemoryStore",
     "Orchestrator",
     "PostgresStore",
+    "RabbitMQBus",
     "RecoveryReport",
     "Retry",
     "SQLiteStore",
@@ -40,3 +54,11 @@ __all__ = [
     "open_store",
 ]
 
+
+def __getattr__(name: str) -> object:
+    """`RabbitMQBus` loads on first use, so that `import statesaga` never imports aio-pika."""
+    if name == "RabbitMQBus":
+        from .bus_rabbitmq import RabbitMQBus
+
+        return RabbitMQBus
+    raise AttributeError(f"module 'statesaga' has no attribute {name!r}")

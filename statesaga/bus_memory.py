@@ -12,32 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import deque
 
 import attrs
 import structlog
 
-from .events import Event, Handler
-from .exceptions import SagaError
+from .events import Event, Handler, call_handler
+from .exceptions import BusError, describe
 
 _log = structlog.get_logger("statesaga")
-
-
-class BusError(SagaError):
-    """The event bus failed: unreachable broker, closed bus, or a bad setting."""
-
-
-async def call_handler(handler: Handler, event: Event) -> None:
-    """Call a sync or async handler with `event`, awaiting it if it is async."""
-    result = handler(event)
-    if inspect.isawaitable(result):
-        await result
-
-
-def describe(exc: BaseException) -> str:
-    """The error string kept with a dead letter: `"<ExceptionType>: <message>"`."""
-    return f"{type(exc).__name__}: {exc}"
 
 
 @attrs.define

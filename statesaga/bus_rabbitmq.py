@@ -1,22 +1,26 @@
-"""`RabbitMQBus`: the `EventBus` over RabbitMQ (aio-pika), durable and at least once.
+"""`RabbitMQBus`: the `EventBus` over RabbitMQ (aio-pika): persistent, confirmed, at least once.
 
-Topology: one durable topic exchange; the routing key is the event type; one durable quorum
-queue `<prefix>.<group>.<event_type>` per subscription, so a poison type never holds up
-another; and a durable quorum queue `<prefix>.dead` for dead letters. Messages are persistent,
-`publish` returns once the broker confirmed the message, and a message is acked only after its
-handler returned (its work committed): a consumer that dies first gets it redelivered.
-
-Delivery count: the quorum queue's own `x-delivery-count` header, which the broker raises on
-every unsuccessful delivery, a nack or a consumer that died holding it. A failed handler's
-message is nacked back to the tail of its queue until its `max_deliveries`-th failure, then
-republished to `<prefix>.dead` with the error (headers `x-statesaga-error`, `-queue`,
-`-deliveries`) and acked; one that is not an event is dead-lettered at once.
-
-Reconnection: `aio_pika.connect_robust` semantics restore the channels, queues and consumers
-after the broker comes back; `publish` meanwhile waits for the connection (up to
-`reconnect_timeout` seconds, then `BusError`) and sends again, which may duplicate a message
-whose confirm was lost (consumers deduplicate by message id).
+A durable topic exchange routes by event type to one durable quorum queue per (group, type),
+`<prefix>.<group>.<type>`. A message is acked only after its handler returned; a failure is
+nacked to the tail of its queue, and the `max_deliveries`-th failure (counted by the quorum
+queue's `x-delivery-count`) moves it to `<prefix>.dead` with its error. The connection is
+robust: consumers resume after the broker comes back; `publish` waits for it meanwhile.
 """
+
+# Design notes.
+# - Delivery count: a quorum queue raises `x-delivery-count` on every unsuccessful delivery,
+#   a nack *or* a consumer that died holding the message, so a message that keeps killing its
+#   consumers is dead-lettered too (on arrival, once past the limit, without another try).
+#   The limit is checked here, not with the queue's `x-delivery-limit` argument, so that the
+#   dead letter carries the handler's error and buses with other limits share a queue.
+#   A quorum queue puts a nacked message at its tail: a poison message never blocks the queue.
+# - Dead letters are republished (confirmed) to `<prefix>.dead`, then the original is acked;
+#   a crash in between leaves a duplicate dead letter, never a lost one.
+# - Reconnection: `publish` (and `subscribe`) retry after a lost connection once the robust
+#   channel is restored, for up to `reconnect_timeout` seconds, then raise `BusError`. A retry
+#   may duplicate a message whose confirm was lost; consumers deduplicate by message id.
+# - Handlers run as the messages arrive, up to `prefetch` at a time per subscription; a sync
+#   handler runs on the event loop, so keep it short (or make it async).
 
 from __future__ import annotations
 
@@ -34,22 +38,17 @@ from aio_pika.abc import (
     AbstractRobustExchange,
     AbstractRobustQueue,
 )
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPChannelError, DeliveryError
 from yarl import URL
 
-from .bus_memory import BusError, call_handler, describe
-from .events import Event, Handler
+from .events import Event, Handler, call_handler
+from .exceptions import BusError, describe
+from .stores.urls import redact
 
 _log = structlog.get_logger("statesaga")
 _T = TypeVar("_T")
 _QUORUM = {"x-queue-type": "quorum"}
 _PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
-
-
-def redact(url: str) -> str:
-    """`url` with its password replaced by `***`, fit for errors and logs."""
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
 
 
 @attrs.frozen
@@ -231,6 +230,9 @@ class RabbitMQBus:
         while True:
             try:
                 return await operation()
+            except AMQPChannelError as exc:  # the broker said no: retrying will not help
+                raise BusError(f"cannot {what}: RabbitMQ refused ({describe(exc)}); a queue or "
+                               "exchange of that name may exist with other settings") from exc
             except CONNECTION_EXCEPTIONS as exc:
                 if self._closed:
                     raise BusError(f"cannot {what}: {self!r} is closed") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -68,3 +69,10 @@ class EventBus(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def call_handler(handler: Handler, event: Event) -> None:
+    """Call a sync or async handler with `event`, awaiting it if it is async."""
+    result = handler(event)
+    if inspect.isawaitable(result):
+        await result

@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
+def describe(exc: BaseException) -> str:
+    """An error as people read it in a history or a dead letter: `"Type: message"`."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class SagaError(Exception):
     """Base of every statesaga error; carries the saga id, step and state it is about."""
 
@@ -58,3 +64,7 @@ class DuplicateMessage(SagaError):
 
 class UndeliverableEvent(SagaError):
     """An event cannot reach a saga (no correlation id, unknown saga, bad payload)."""
+
+
+class BusError(SagaError):
+    """The event bus failed: unreachable broker, a queue declared otherwise, a timeout."""
