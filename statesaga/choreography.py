@@ -66,6 +66,9 @@ async def deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
         raise UndeliverableEvent(
             f"event {event.type!r} (message {event.message_id}) has no correlation_id: "
             "set it to the saga id")
+    active = orch._active.get(event.correlation_id)
+    if active is not None:  # this process drives it right now: let that finish first
+        await asyncio.shield(active[1])
     try:
         record = await orch.store.load(event.correlation_id)
     except SagaNotFound:
@@ -96,7 +99,8 @@ async def _ignore(orch: Orchestrator, run: SagaRun, event: Event, owner: str | N
     """Record an event the saga has no transition for: in the history, state unchanged."""
     at = datetime.fromtimestamp(orch.clock.time(), UTC)
     reason = f"ignored: no transition on {event.type!r} from {run.state}"
-    transition = Transition(at, run.state, run.state, event.type, reason=reason)
+    transition = Transition(at, run.state, run.state, event.type, reason=reason,
+                            worker=orch.owner)
     run.history.append(transition)
     run.revision += 1
     await orch.store.commit(Commit(
@@ -141,6 +145,13 @@ class Choreography:
                 await asyncio.sleep(0.01)
         raise SagaConflict(f"saga {event.correlation_id!r} stayed busy; the bus redelivers",
                            saga_id=event.correlation_id)
+
+    async def serve(self, machines: Sequence[SagaStateMachine], stop: asyncio.Event, *,
+                    poll: float = 0.05) -> None:
+        """Until `stop`: deliver the machines' events, relay the outbox, fire due timers."""
+        await self.listen(machines)
+        await asyncio.gather(self.relay(poll=poll, stop=stop),
+                             self.orchestrator.work(poll=poll, stop=stop))
 
     async def relay(self, *, poll: float = 0.05, stop: asyncio.Event | None = None,
                     batch: int = 200) -> int:
