@@ -57,6 +57,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .examples.trip import build_trip, trip_services
     from .stores.urls import open_store
 
+    if args.choreography:
+        record = asyncio.run(_choreography_demo(args.store, args.bus, args.fail_at))
+        print(format_timeline(record))
+        return 0
+
     services = trip_services()
     machine = build_trip(services)
     if args.fail_at:
@@ -69,6 +74,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(format_timeline(record))
     print(f"calls: {', '.join(services.calls())}")
     return 0 if record.status is not SagaStatus.FAILED else 3
+
+
+async def _choreography_demo(store_url: str, bus_url: str, fail_at: str | None) -> SagaRecord:
+    """The trip as a choreography: participants and the saga talk only through the bus."""
+    from .bus_memory import InMemoryBus
+    from .choreography import Choreography
+    from .examples.trip_choreography import STATES, build_participants, build_trip_choreography
+    from .stores.urls import open_store
+
+    if fail_at is not None and fail_at not in STATES:
+        raise SagaError(f"--fail-at for the choreography is one of {', '.join(STATES)}, "
+                        f"not {fail_at!r}")
+    bus: Any
+    if bus_url == "memory://":
+        bus = InMemoryBus()
+    else:
+        from .bus_rabbitmq import RabbitMQBus
+
+        bus = RabbitMQBus(bus_url, exchange="statesaga-demo", prefix="statesaga-demo")
+    store = open_store(store_url)
+    machine = build_trip_choreography()
+    orch = Orchestrator(store=store, sagas=[machine])
+    choreography = Choreography(orch, bus)
+    stop = asyncio.Event()
+    try:
+        for participant in build_participants(store):
+            await participant.listen(bus)
+        serving = asyncio.create_task(choreography.serve([machine], stop, poll=0.02))
+        record = await choreography.start(machine, {"fail_at": fail_at} if fail_at else {})
+        while not record.is_terminal:
+            await asyncio.sleep(0.02)
+            record = await store.load(record.saga_id)
+        stop.set()
+        await serving
+        return record
+    finally:
+        stop.set()
+        await bus.close()
+        await store.close()
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -187,11 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--saga", action="append", default=[], metavar="MODULE:ATTR",
                         help="a saga definition to register (repeatable; also "
                              "$STATESAGA_SAGAS, comma-separated)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every transition (structlog, to stderr)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="run the trip saga and print its timeline")
     p.add_argument("--fail-at", metavar="STEP", help="make this step fail (e.g. charge_payment)")
     p.add_argument("--stuck", metavar="STEP", help="make this step's compensation always fail")
+    p.add_argument("--choreography", action="store_true",
+                   help="run the trip as a choreography over an event bus "
+                        "(--fail-at flight, hotel or payment)")
+    p.add_argument("--bus", default=os.environ.get("STATESAGA_BUS", "memory://"),
+                   metavar="URL", help="memory:// (default) or amqp://user:pass@host/")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("render", help="draw a saga definition (svg, png, pdf or dot)")
@@ -232,8 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logs(verbose: bool) -> None:
+    """The command is an application: it shows warnings, and every transition with -v."""
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.INFO if verbose else logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _configure_logs(args.verbose)
     try:
         return int(args.func(args))
     except SagaError as exc:

@@ -176,3 +176,22 @@ def test_a_worker_runs_started_sagas_and_exits_0_on_sigterm(tmp_path: Path) -> N
             worker.kill()
     assert (0, 5) == (worker.returncode, asyncio.run(done()))
     assert "worker stopped after driving 5 saga(s)" in err
+
+
+@pytest.mark.parametrize(("fail_at", "state"), [(None, "completed"), ("hotel", "compensated")])
+def test_demo_runs_the_trip_as_a_choreography(capsys: pytest.CaptureFixture[str],
+                                              store_url: str, fail_at: str | None,
+                                              state: str) -> None:
+    args = ["--store", store_url, "demo", "--choreography"]
+    code, out, _ = run_cli(capsys, *args, *(["--fail-at", fail_at] if fail_at else []))
+    assert 0 == code
+    assert f"status: {state.upper()} in {state}" in out
+    assert re.search(r"booking_flight +→ booking_hotel +FlightBooked", out)
+
+
+def test_demo_choreography_refuses_a_step_it_does_not_have(
+        capsys: pytest.CaptureFixture[str], store_url: str) -> None:
+    code, _, err = run_cli(capsys, "--store", store_url, "demo", "--choreography",
+                           "--fail-at", "charge_payment")
+    assert 2 == code
+    assert "one of flight, hotel, payment" in err
