@@ -189,3 +189,27 @@ async def test_the_deadline_scenarios_are_skipped_when_there_is_no_deadline() ->
     report = await explore(correct_saga(bank), bank, crashes=False)
     deadline = [r for r in report.results if "deadline" in r.name]
     assert {"the machine has no deadline"} == {r.reason for r in deadline}
+
+
+async def test_an_explicit_graph_is_explored_along_every_event_path() -> None:
+    from statesaga.examples.trip_choreography import build_trip_choreography
+
+    report = await explore_failures(build_trip_choreography(), bound=4)
+    report.assert_ok()
+    names = [r.name for r in report.results]
+    assert "FlightBooked → HotelBooked → PaymentCharged" in names
+    assert "FlightBooked → HotelFailed" in names
+    assert "FlightBooked → HotelBooked → timeout" in names
+    crashes = [r for r in report.results if r.name.startswith("crash")]
+    assert crashes
+    assert {"ok"} == {r.outcome for r in crashes}
+
+
+async def test_the_event_paths_stop_at_the_bound() -> None:
+    from statesaga.examples.trip_choreography import build_trip_choreography
+
+    report = await explore_failures(build_trip_choreography(), bound=1, crashes=False)
+    names = [r.name for r in report.results]
+    assert "FlightBooked → HotelFailed" in names
+    assert "FlightBooked → HotelBooked → PaymentFailed" not in names
+

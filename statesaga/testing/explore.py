@@ -9,15 +9,26 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..choreography import deliver
 from ..definition import SagaStateMachine
-from ..exceptions import SagaNotFound
+from ..events import Event
+from ..exceptions import SagaNotFound, UndeliverableEvent
+from ..graph import FORWARD, UNKNOWN
 from ..orchestrator import Orchestrator
 from ..records import SagaRecord
 from ..stores.base import Commit, SagaStore
 from ..stores.memory import InMemoryStore
 from .clock import FakeClock
 from .report import FailureReport, ScenarioResult
-from .scenarios import Injector, Journal, Scenario, SimulatedCrash, crash_plan, plan
+from .scenarios import (
+    Injector,
+    Journal,
+    Scenario,
+    SimulatedCrash,
+    crash_plan,
+    event_paths,
+    plan,
+)
 
 IN_DOUBT = ("retry_unknown", "timeout", "abort")
 
@@ -67,6 +78,7 @@ class _Explorer:
         self.clock = FakeClock()
         self.count = 0
         self.happy: str | None = None
+        self.happy_events: list[str] = []
         graph = machine.graph
         self.allowed = {(t.source, t.event, t.dest) for t in graph.transitions}
 
@@ -89,18 +101,28 @@ class _Explorer:
         self.injector.begin(scenario)
         store = _CrashingStore(self.store, scenario.crash_at, scenario.crash_after)
         orch = Orchestrator(store=store, clock=self.clock, lease=5)
+        events = [Event(e, correlation_id=saga_id)
+                  for e in (scenario.events or self.happy_events)]
         record: SagaRecord | None
+        sent = 0
         try:
             record = await orch.run(self.injector.copy, self.data, saga_id=saga_id)
+            for event in events:
+                await deliver(orch, event)
+                sent += 1
+            record = await orch.get(saga_id)
         except SimulatedCrash:
             self.clock.advance(6)  # the dead process's lease runs out
             assert reopen is not None
             fresh = reopen()
-            await Orchestrator(store=fresh, clock=self.clock, lease=5,
-                               sagas=[self.injector.copy]).recover()
+            again = Orchestrator(store=fresh, clock=self.clock, lease=5,
+                                 sagas=[self.injector.copy])
+            await again.recover()
             try:
+                for event in events[sent:]:  # the bus delivers again what was not acked
+                    await deliver(again, event)
                 record = await fresh.load(saga_id)
-            except SagaNotFound:
+            except (SagaNotFound, UndeliverableEvent):
                 record = None
             if fresh is not self.store:
                 await fresh.close()
@@ -146,15 +168,23 @@ class _Explorer:
     def _compensations(self, record: SagaRecord, journal: Journal) -> list[str]:
         graph = self.machine.graph
         in_doubt = {t.step for t in record.history if t.event in IN_DOUBT}
+        waited = set()  # states that waited for an event and got a reply that moved on
+        for t in record.history:
+            kind = graph.kinds.get((t.source or "", t.event, t.dest))
+            if kind == UNKNOWN:
+                in_doubt.add(t.source)
+            elif kind == FORWARD and t.source in graph.defs \
+                    and graph.defs[t.source].step.action is None:
+                waited.add(t.source)
         path: list[str] = []
         for t in record.history:
             if t.dest in graph.defs and t.dest not in path:
                 path.append(t.dest)
-        may_exist = [s for s in path if graph.compensable(s)
-                     and (s in journal.ran or s in in_doubt)]
+        ran = set(journal.ran) | waited
+        may_exist = [s for s in path if graph.compensable(s) and (s in ran or s in in_doubt)]
         undone = list(dict.fromkeys(journal.undone))
         out = [f"compensated {s}, which never ran and was never in doubt"
-               for s in undone if s not in journal.ran and s not in in_doubt]
+               for s in undone if s not in ran and s not in in_doubt]
         if record.state == "completed":
             expected: list[str] = []
         elif record.state == "failed":
@@ -217,10 +247,11 @@ async def explore_failures(
                      "compensation, so no failure can be undone")
     explorer = _Explorer(machine, data, store, setup, snapshot)
     results: list[ScenarioResult] = []
+    explorer.happy_events, by_events = event_paths(machine, bound)
     try:
         happy, writes = await explorer.run(Scenario("happy path", "completed"), reopen)
         results.append(happy)
-        scenarios: Sequence[Scenario] = plan(machine)
+        scenarios: Sequence[Scenario] = [*plan(machine), *by_events]
         if crashes:
             scenarios = [*scenarios, *await _crash_scenarios(explorer, writes, reopen, store)]
         for scenario in scenarios:

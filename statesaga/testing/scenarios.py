@@ -166,3 +166,47 @@ def crash_plan(writes: int, *, failing: str | None) -> list[Scenario]:
     return [Scenario(f"crash {'after' if after else 'before'} write {n} ({path})", expect,
                      raise_in=failing, crash_at=n, crash_after=after)
             for n in range(1, writes + 1) for after in (False, True)]
+
+
+def event_paths(machine: SagaStateMachine, bound: int) -> tuple[list[str], list[Scenario]]:
+    """For a machine that waits for events: the first complete path's events, and scenarios.
+
+    Scenarios: every complete path of at most `bound` events, and, after every prefix, every
+    failure event (a transition to `compensated`, or `timeout`) of the state reached. Steps
+    on the way (states with an action) are assumed to succeed.
+    """
+    graph = machine.graph
+    waits = {s for s in graph.forward if graph.defs[s].step.action is None}
+    if not waits:
+        return [], []
+    forward: dict[str, list[tuple[str, str]]] = {}
+    failing: dict[str, list[str]] = {}
+    for t in graph.transitions:
+        if t.source in waits and t.kind == "forward":
+            forward.setdefault(t.source, []).append((t.event, t.dest))
+        elif t.source in waits and t.kind == "failure" and t.event != "fail":
+            failing.setdefault(t.source, [])
+            if t.event not in failing[t.source]:
+                failing[t.source].append(t.event)
+    succeed = {t.source: t.dest for t in graph.transitions
+               if t.kind == "forward" and t.event == "succeed" and t.source not in waits}
+    out: list[Scenario] = []
+    complete: list[list[str]] = []
+
+    def walk(state: str, events: list[str]) -> None:
+        while state in succeed:  # steps move on by themselves
+            state = succeed[state]
+        if state == "completed":
+            complete.append(events)
+            out.append(Scenario(" → ".join(events) or "(no events)", "completed",
+                                events=tuple(events)))
+            return
+        for f in [*failing.get(state, []), "timeout"]:
+            out.append(Scenario(" → ".join([*events, f]), "compensated",
+                                events=(*events, f)))
+        if len(events) < bound:
+            for event, dest in forward.get(state, []):
+                walk(dest, [*events, event])
+
+    walk(graph.initial, [])
+    return (min(complete, key=len) if complete else []), out
