@@ -214,3 +214,27 @@ async def test_a_stopping_worker_finishes_the_current_step_and_releases_the_leas
     record = await store.load("half")
     assert "second" == record.state  # the step in flight was finished and recorded
     assert 1 == len(await store.claim("next", now=0, lease=1, limit=5))  # lease released
+
+
+async def test_a_long_step_keeps_its_lease_alive() -> None:
+    store = InMemoryStore()
+    gate = asyncio.Event()
+    renewed: list[float] = []
+    real_renew = store.renew
+
+    async def renew(owner: str, ids: Any, until: float) -> None:
+        renewed.append(until)
+        gate.set()
+        await real_renew(owner, ids, until)
+
+    store.renew = renew  # type: ignore[method-assign]
+
+    async def slow(ctx: StepContext) -> None:
+        await gate.wait()  # finishes only once the lease was renewed during the step
+
+    m = SagaStateMachine("long")
+    m.step("slow", slow)
+    record = await asyncio.wait_for(
+        Orchestrator(store=store, lease=0.03).run(m, saga_id="long"), 10)
+    assert SagaStatus.COMPLETED is record.status
+    assert renewed
