@@ -92,7 +92,8 @@ async def deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
     except DuplicateMessage:
         _log.info("saga.duplicate_event", saga_id=record.saga_id, message_id=event.message_id)
         return None
-    return await orch._drive(run)
+    # unchanged state: a step or compensation in it may have been cut off by a dead process
+    return await orch._drive(run, resumed=not fired)
 
 
 async def _ignore(orch: Orchestrator, run: SagaRun, event: Event, owner: str | None) -> None:

@@ -43,7 +43,8 @@ def _orchestrator(args: argparse.Namespace, refs: Sequence[str] = ()) -> Orchest
     sagas = [*EXAMPLES, *getattr(args, "saga", []), *refs]
     env = os.environ.get("STATESAGA_SAGAS", "")
     sagas += [s for s in env.split(",") if s]
-    return Orchestrator(store=open_store(args.store), sagas=[load_machine(s) for s in sagas])
+    return Orchestrator(store=open_store(args.store), sagas=[load_machine(s) for s in sagas],
+                        lease=getattr(args, "lease", 15.0))
 
 
 async def _with(orch: Orchestrator, coro: Any) -> Any:
@@ -162,8 +163,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         row = _row(record) | {"history": [
             {"at": t.at.isoformat(), "source": t.source, "dest": t.dest, "event": t.event,
              "step": t.step, "attempt": t.attempt, "error": t.error, "duration": t.duration,
-             "reason": t.reason} for t in record.history], "data": dict(record.data),
-            "results": dict(record.results)}
+             "reason": t.reason, "worker": t.worker} for t in record.history],
+            "data": dict(record.data), "results": dict(record.results)}
         print(json.dumps(row, indent=2))
     else:
         print(format_timeline(record))
@@ -278,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="claim and run sagas until SIGTERM")
     p.add_argument("machines", nargs="*", metavar="MODULE:ATTR")
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--lease", type=float, default=15.0, metavar="SECONDS",
+                   help="how long a dead worker's sagas stay locked before others take "
+                        "them over (default 15)")
     p.add_argument("--poll", type=float, default=0.5)
     p.set_defaults(func=cmd_worker)
     return parser

@@ -13,7 +13,7 @@ import structlog
 from .clock import Clock
 from .codec import to_json
 from .context import StepContext
-from .exceptions import SagaError
+from .exceptions import SagaError, describe
 from .graph import (
     ABORT,
     FAIL,
@@ -96,22 +96,23 @@ class Runner:
                     if run.deadline_at is None or due < run.deadline_at else
                     f"the saga's deadline of {run.definition.deadline}s passed in {run.state}"))
 
-    def _attempt(self, run: SagaRun) -> int:
-        """The number of the attempt about to run in the current state (from the history)."""
-        n = 1
+    @staticmethod
+    def _retries(run: SagaRun) -> list[str]:
+        """The retry events since the saga entered its current state (ignored events skipped)."""
+        out = []
         for t in reversed(run.history):
             if t.source != t.dest or t.dest != run.state:
                 break
-            n += 1
-        return n
+            if t.event in (RETRY, RETRY_UNKNOWN):
+                out.append(t.event)
+        return out
+
+    def _attempt(self, run: SagaRun) -> int:
+        """The number of the attempt about to run in the current state (from the history)."""
+        return 1 + len(self._retries(run))
 
     def _in_doubt(self, run: SagaRun) -> bool:
-        for t in reversed(run.history):
-            if t.source != t.dest or t.dest != run.state:
-                return False
-            if t.event == RETRY_UNKNOWN:
-                return True
-        return False
+        return RETRY_UNKNOWN in self._retries(run)
 
     async def _forward(self, run: SagaRun, spec: Any) -> None:
         attempt = self._attempt(run)
@@ -157,7 +158,7 @@ class Runner:
                     await self._deadline(run, spec.name, attempt, out.duration)
                     return
             unknown = unknown or out.unknown
-            error = out.error or _describe(out.exc)
+            error = out.error or describe(out.exc)
             run.log.info("saga.attempt_failed", step=spec.name, attempt=attempt,
                          exc_info=out.exc)
             if attempt >= limit or not _retryable(spec.retry, out.exc):
@@ -194,7 +195,7 @@ class Runner:
                                 duration=out.duration)
                 return
             run.outbox = []
-            error = _describe(out.exc)
+            error = describe(out.exc)
             run.log.warning("saga.compensation_failed", step=spec.name, attempt=attempt,
                             exc_info=out.exc)
             if attempt >= limit or not _retryable(policy, out.exc):
@@ -285,7 +286,8 @@ class Runner:
         elif dest.startswith(MIRROR_PREFIX) or dest == COMPENSATED:
             run.error = run.cause
         at = datetime.fromtimestamp(self.clock.time(), UTC)
-        transition = Transition(at, source, dest, event, step, attempt, error, duration, reason)
+        transition = Transition(at, source, dest, event, step, attempt, error, duration, reason,
+                                worker=self.owner)
         run.history.append(transition)
         run.revision += 1
         done = dest in TERMINALS
@@ -339,11 +341,6 @@ class Runner:
 
 def _retryable(policy: Retry, exc: BaseException) -> bool:
     return policy.retryable(exc) and not isinstance(exc, SagaError)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _uncancel() -> None:

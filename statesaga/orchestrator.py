@@ -18,7 +18,7 @@ import structlog
 from .clock import Clock, SystemClock
 from .codec import to_json
 from .definition import SagaStateMachine
-from .exceptions import SagaConflict, SagaError
+from .exceptions import SagaConflict, SagaError, StoreError
 from .execution import Runner
 from .graph import RETRY, START_EVENT
 from .records import TERMINALS, SagaRecord, SagaStatus, Transition
@@ -144,7 +144,8 @@ class Orchestrator:
             saga_id=saga_id, name=machine.name, version=machine.version, state=machine.initial,
             status=SagaStatus.PENDING if pending else SagaStatus.RUNNING, data=data,
             results={}, error=None,
-            history=(Transition(at, None, machine.initial, START_EVENT),),
+            history=(Transition(at, None, machine.initial, START_EVENT,
+                                worker=None if pending else self.owner),),
             created_at=at, updated_at=at, revision=1,
             deadline_at=None if deadline is None else datetime.fromtimestamp(now + deadline, UTC))
         messages = await self._enter_initial(machine, record)
@@ -343,9 +344,12 @@ class Orchestrator:
                 claimed: builtins.list[SagaRecord] = []
                 free = concurrency - len(running)
                 if free > 0:
-                    claimed = await self.store.claim(
-                        self.owner, now=self.clock.time(), lease=self.lease, limit=free,
-                        definitions=list(self._definitions))
+                    try:
+                        claimed = await self.store.claim(
+                            self.owner, now=self.clock.time(), lease=self.lease, limit=free,
+                            definitions=list(self._definitions))
+                    except StoreError:  # a database hiccup must not kill the worker
+                        _log.warning("saga.claim_failed", exc_info=True)
                 for rec in claimed:
                     task = asyncio.ensure_future(self._work_one(rec))
                     running.add(task)

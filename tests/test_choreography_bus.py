@@ -54,7 +54,7 @@ class World:
     async def quiet(self) -> None:
         """Until every message left the outbox and every consumer handled what it got."""
         while True:
-            while await self.store.pending_messages():
+            while await self.store.pending_messages():  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             await self.bus.drain()
             if not await self.store.pending_messages():

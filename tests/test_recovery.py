@@ -238,3 +238,23 @@ async def test_a_long_step_keeps_its_lease_alive() -> None:
         Orchestrator(store=store, lease=0.03).run(m, saga_id="long"), 10)
     assert SagaStatus.COMPLETED is record.status
     assert renewed
+
+
+async def test_an_ignored_event_does_not_count_as_an_attempt() -> None:
+    from statesaga.choreography import deliver
+    from statesaga.events import Event
+
+    store, clock, world = InMemoryStore(), FakeClock(), World()
+    world.hang = "b"
+    m = world.machine()
+    await crash_during(world, Orchestrator(store=store, clock=clock), m, "s8")
+    clock.advance(16)
+    first = Orchestrator(store=store, clock=clock, sagas=[m])
+    world.hang = None
+    record = await deliver(first, Event("stray", correlation_id="s8"))  # ignored, then resumed
+    assert record is not None
+    assert ["ignored: no transition on 'stray' from b"] == [
+        t.reason for t in record.history if t.event == "stray"]
+    assert [("retry_unknown", 1)] == [(t.event, t.attempt) for t in record.history
+                                      if t.event == "retry_unknown"]
+    assert ["a#1", "b#1", "b#2", "c#1"] == world.calls

@@ -123,11 +123,12 @@ def store(backend: Backend) -> Any:
 
 def saga(saga_id: str = "s1", *, name: str = "trip", version: str = "v1", at: datetime = T0,
          status: SagaStatus = SagaStatus.RUNNING, data: dict[str, Any] | None = None,
-         deadline_at: datetime | None = None) -> SagaRecord:
+         deadline_at: datetime | None = None, worker: str | None = "w1") -> SagaRecord:
     return SagaRecord(
         saga_id=saga_id, name=name, version=version, state="book", status=status,
         data={"flight": "LH1"} if data is None else data, results={}, error=None,
-        history=(Transition(at, None, "book", "start"),), created_at=at, updated_at=at,
+        history=(Transition(at, None, "book", "start", worker=worker),), created_at=at,
+        updated_at=at,
         revision=1, deadline_at=deadline_at)
 
 
@@ -167,11 +168,12 @@ def step(saga_id: str, revision: int, source: str, dest: str, *, result: Any = N
          status: SagaStatus = SagaStatus.RUNNING, owner: str | None = "w1",
          lease_until: float | None = None, messages: tuple[Any, ...] = (),
          waiting: bool = False, wake_at: float | None = None, inbox: str | None = None,
-         ) -> Commit:
+         worker: str | None = "w1") -> Commit:
     at = T0 + timedelta(seconds=revision)
     return Commit(
         saga_id=saga_id, revision=revision, state=dest, status=status, error=None,
-        transition=Transition(at, source, dest, "succeed", source, 1, None, 0.25),
+        transition=Transition(at, source, dest, "succeed", source, 1, None, 0.25,
+                              worker=worker),
         result=None if result is None else _json(result), owner=owner,
         lease_until=lease_until, messages=messages, waiting=waiting, wake_at=wake_at,
         inbox=inbox)
@@ -212,6 +214,38 @@ async def test_history_comes_back_in_commit_order_with_utc_datetimes(store: Any)
     assert {timedelta(0)} == {t.at.utcoffset() for t in loaded.history} | {
         loaded.created_at.utcoffset(), loaded.updated_at.utcoffset()}
     assert commits[-1].transition.at == loaded.updated_at
+
+
+async def test_each_transition_keeps_the_worker_that_wrote_it(store: Any) -> None:
+    start = Transition(T0, None, "book", "start")  # pending: no worker wrote it
+    retried = Transition(T0, "book", "book", "retry", "book", 1, "boom", 0.5, worker="w1")
+    record = attrs.evolve(saga(status=SagaStatus.PENDING), history=(start, retried),
+                          revision=2)
+    await create(store, record, owner=None)
+    commits = [step("s1", 3, "book", "pay", worker="w1"),
+               step("s1", 4, "pay", "ship", worker="w2"),
+               step("s1", 5, "ship", "ship", worker=None)]  # e.g. an operator's write
+    for commit in commits:
+        await store.commit(commit)
+
+    loaded = await store.load("s1")
+
+    assert [None, "w1", "w1", "w2", None] == [t.worker for t in loaded.history]
+    assert [start, retried, *(c.transition for c in commits)] == list(loaded.history)
+    assert loaded.history == (await store.list())[0].history
+
+
+async def test_an_orchestrator_signs_every_transition_it_writes_with_its_owner(
+        store: Any) -> None:
+    orchestrator = Orchestrator(store=store, owner="host:42:abc")
+    machine = build_trip(trip_services())
+
+    ran = await orchestrator.run(machine, {"flight": "LH1"}, saga_id="trip-1")
+    await orchestrator.start(machine, {"flight": "LH2"}, saga_id="trip-2")
+
+    assert {"host:42:abc"} == {t.worker for t in (await store.load("trip-1")).history}
+    assert ran == await store.load("trip-1")
+    assert [None] == [t.worker for t in (await store.load("trip-2")).history]
 
 
 async def test_creating_a_saga_whose_id_is_taken_raises_conflict(store: Any) -> None:
@@ -728,6 +762,21 @@ async def test_two_postgres_workers_claiming_at_once_never_share_a_saga(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_more_postgres_calls_at_once_than_pooled_connections_all_finish(
+        postgres_dsn: str, pg_schema: str) -> None:
+    store = PostgresStore(postgres_dsn, schema=pg_schema, min_size=1, max_size=2)
+    try:
+        await create(store, saga())
+
+        loads = await asyncio.wait_for(  # a connection kept idle must not starve a waiter
+            asyncio.gather(*(store.load("s1") for _ in range(8))), 30)
+
+        assert [1] * 8 == [r.revision for r in loads]
+        assert len(store._idle) <= 2
+    finally:
+        await store.close()
 
 
 async def test_a_killed_postgres_connection_costs_at_most_one_failed_call(

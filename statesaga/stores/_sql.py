@@ -44,7 +44,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE {s}transitions (
             saga_id TEXT NOT NULL, seq {int} NOT NULL, at {ts} NOT NULL, source TEXT,
             dest TEXT NOT NULL, event TEXT NOT NULL, step TEXT, attempt INTEGER, error TEXT,
-            duration {float}, reason TEXT, result TEXT, PRIMARY KEY (saga_id, seq)){clustered}""",
+            duration {float}, reason TEXT, worker TEXT, result TEXT,
+            PRIMARY KEY (saga_id, seq)){clustered}""",
         """CREATE TABLE {s}outbox (
             id {serial} PRIMARY KEY, saga_id TEXT NOT NULL, message TEXT NOT NULL,
             created_at {ts} NOT NULL, sent_at {ts})""",
@@ -62,7 +63,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 SAGA = ("saga_id, name, version, state, status, data, error, revision, created_at, updated_at, "
         "deadline_at")
-HISTORY = "saga_id, at, source, dest, event, step, attempt, error, duration, reason, result"
+HISTORY = ("saga_id, at, source, dest, event, step, attempt, error, duration, reason, worker, "
+           "result")
 INSERT_SAGA = (
     "INSERT INTO {s}sagas (saga_id, name, version, state, status, data, error, revision, "
     "created_at, updated_at, deadline_at, owner, lease_until, waiting, wake_at) VALUES ($1, $2, "
@@ -73,7 +75,8 @@ UPDATE_SAGA = (
     "revision = $2 - 1 RETURNING abort_reason")
 INSERT_TRANSITION = (
     "INSERT INTO {s}transitions (saga_id, seq, at, source, dest, event, step, attempt, error, "
-    "duration, reason, result) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+    "duration, reason, worker, result) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+    "$13)")
 INSERT_MESSAGE = "INSERT INTO {s}outbox (saga_id, message, created_at) VALUES ($1, $2, $3)"
 SELECT_SAGA = f"SELECT {SAGA} FROM {{s}}sagas WHERE saga_id = $1"
 INSERT_INBOX = ("INSERT INTO {s}inbox (consumer, message_id, saga_id, consumed_at) "
@@ -194,7 +197,7 @@ def transition_row(saga_id: str, seq: int, t: Transition, result: str | None,
                    ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
     """The parameters of `INSERT_TRANSITION`."""
     return (saga_id, seq, ts(t.at), t.source, t.dest, t.event, t.step, t.attempt, t.error,
-            t.duration, t.reason, result)
+            t.duration, t.reason, t.worker, result)
 
 
 def update_row(commit: Commit, at: Any) -> tuple[Any, ...]:
@@ -246,7 +249,8 @@ def decode(row: Row, history: Iterable[Row],
         steps = []
         for t in history:
             steps.append(Transition(ts(t["at"]), t["source"], t["dest"], t["event"], t["step"],
-                                    t["attempt"], t["error"], t["duration"], t["reason"]))
+                                    t["attempt"], t["error"], t["duration"], t["reason"],
+                                    t["worker"]))
             if t["result"] is not None:
                 results[t["step"]] = from_json(t["result"])
         data = from_json(row["data"])

@@ -22,9 +22,11 @@ from .urls import redact
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # The types of the transitions' columns, in `_sql.INSERT_TRANSITION` order (saga_id ... result).
 _TYPES = ("text", "bigint", "timestamptz", "text", "text", "text", "text", "int", "text",
-          "float8", "text", "text")
+          "float8", "text", "text", "text")
 _TRANSITION = ("INSERT INTO {s}transitions (saga_id, seq, at, source, dest, event, step, "
-               "attempt, error, duration, reason, result) ")
+               "attempt, error, duration, reason, worker, result) ")
+# A new saga's history: the transition's columns but the first (saga_id) and the last (result).
+_HISTORY = slice(1, len(_TYPES) - 1)
 _OUTBOX = ("INSERT INTO {{s}}outbox (saga_id, message, created_at) SELECT $1, "
            "m.message, ${at} FROM s, unnest(${n}::text[]) WITH ORDINALITY AS m(message, i) "
            "ORDER BY m.i")
@@ -41,23 +43,23 @@ _APPLY = f"""WITH i AS ({_sql.CONSUME} RETURNING 1),
 
 
 def _create_sql(many: bool, outbox: bool) -> str:
-    """One statement: the saga ($1-$15), its history ($16-$25: arrays if `many`), messages."""
-    history = [f"${16 + i}::{t}{'[]' if many else ''}" for i, t in enumerate(_TYPES[1:11])]
+    """One statement: the saga ($1-$15), its history ($16-$26: arrays if `many`), messages."""
+    history = [f"${16 + i}::{t}{'[]' if many else ''}" for i, t in enumerate(_TYPES[_HISTORY])]
     source = (f"s.saga_id, h.*, NULL FROM s, unnest({', '.join(history)}) AS h" if many
               else f"s.saga_id, {', '.join(history)}, NULL FROM s")
     sql = (f"WITH s AS ({_sql.INSERT_SAGA} RETURNING saga_id), "
            f"h AS ({_TRANSITION}SELECT {source})")
     if outbox:
-        sql += ", o AS (" + _OUTBOX.format(at=9, n=26) + ")"
+        sql += ", o AS (" + _OUTBOX.format(at=9, n=16 + len(history)) + ")"
     return sql + " SELECT count(*) FROM s"
 
 
 def _commit_sql(outbox: bool, inbox: bool) -> str:
-    """One statement: the update ($1-$10), the transition ($11-$19), messages, the inbox."""
+    """One statement: the update ($1-$10), the transition ($11-$20), messages, the inbox."""
     values = ["$1", "$2", "$6", *(f"${8 + i}::{t}" for i, t in enumerate(_TYPES) if i > 2)]
     sql = (f"WITH s AS ({_sql.UPDATE_SAGA}), t AS ({_TRANSITION}SELECT {', '.join(values)} "
            "FROM s)")
-    n = 20
+    n = 8 + len(_TYPES)
     if outbox:
         sql += ", o AS (" + _OUTBOX.format(at=6, n=n) + ")"
         n += 1
@@ -127,6 +129,7 @@ class PostgresStore:
                         for outbox in (False, True) for inbox in (False, True)}
         self._pool: Any = None
         self._idle: list[Any] = []  # connections kept out of the pool: no acquire per call
+        self._waiting = 0  # calls waiting for the pool: a connection done goes back to it
         self._opening = asyncio.Lock()
 
     # -- the saga log --------------------------------------------------------------------
@@ -139,7 +142,8 @@ class PostgresStore:
         saga = _sql.saga_row(record, data_json, owner, lease_until, waiting, wake_at, _ts)
         rows = _sql.history_rows(record, _ts)
         many = len(rows) != 1  # one transition (the usual start): plain parameters
-        history = (list(zip(*rows, strict=True)) or [()] * 12)[1:11] if many else rows[0][1:11]
+        history = ((list(zip(*rows, strict=True)) or [()] * len(_TYPES))[_HISTORY] if many
+                   else rows[0][_HISTORY])
         args = [*saga, *history]
         if messages:
             args.append([m[1] for m in _sql.message_rows(record.saga_id, messages, None)])
@@ -332,8 +336,9 @@ class PostgresStore:
 class _Borrowed:
     """A connection for one call: one of the store's idle ones, else one from its pool.
 
-    Back to the idle list after it, unless the driver failed: then to the pool (reset or
-    replaced), and the error becomes a `StoreError`."""
+    Back to the idle list after it, unless a call waits for the pool (more calls at once than
+    `max_size`: it would wait forever for a connection kept idle) or the driver failed: then
+    to the pool (reset or replaced, for a failure), and the error becomes a `StoreError`."""
 
     __slots__ = ("conn", "pool", "store")
 
@@ -349,19 +354,23 @@ class _Borrowed:
                     self.pool, self.conn = store._pool, conn
                     return conn
                 await store._pool.release(conn)
-        if store._pool is None:
-            await store.open()
-        self.pool = store._pool
+        store._waiting += 1  # no await since the idle list was found empty
         try:
+            if store._pool is None:
+                await store.open()
+            self.pool = store._pool
             self.conn = await self.pool.acquire()
         except store._failures as exc:
             raise store._failed(exc) from exc
+        finally:
+            store._waiting -= 1
         return self.conn
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: Any) -> None:
         store = self.store
-        if (kind is None or issubclass(kind, SagaError)) and self.pool is store._pool:
+        if ((kind is None or issubclass(kind, SagaError)) and self.pool is store._pool
+                and not store._waiting):
             store._idle.append(self.conn)
         else:  # the pool resets the connection, or terminates and replaces it
             with contextlib.suppress(*store._failures):

@@ -171,9 +171,9 @@ class _Explorer:
         waited = set()  # states that waited for an event and got a reply that moved on
         for t in record.history:
             kind = graph.kinds.get((t.source or "", t.event, t.dest))
-            if kind == UNKNOWN:
+            if kind == UNKNOWN and t.source is not None:
                 in_doubt.add(t.source)
-            elif kind == FORWARD and t.source in graph.defs \
+            elif kind == FORWARD and t.source is not None and t.source in graph.defs \
                     and graph.defs[t.source].step.action is None:
                 waited.add(t.source)
         path: list[str] = []

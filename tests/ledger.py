@@ -1,0 +1,305 @@
+"""Fake services for the multi-process tests, kept in the saga store's own database.
+
+Every step records its effect by idempotency key (`effects`: a UNIQUE key, written with
+INSERT ... ON CONFLICT DO NOTHING, so a retried step never doubles it); its compensation marks
+the effect undone (an UPDATE: "nothing to undo" leaves nothing behind). Every execution is
+also appended to `calls`, so a test sees re-executions. SQLite: the same file as the store,
+other tables; PostgreSQL: the store's schema.
+
+The saga's `data` drives it: `{"fail_at": "c"}` makes step c raise (before doing anything),
+`{"delay": 0.01}` makes each step take that long (half before its write, half after).
+
+`violations` checks, from the store and the ledger, what must hold once every saga is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
+
+from statesaga import SagaRecord, SagaStateMachine, SagaStatus, StepContext
+
+STEPS = ("a", "b", "c")
+IN_DOUBT = ("retry_unknown", "timeout")
+ENV = "STATESAGA_TEST_LEDGER"  # the ledger's URL (the store's URL) in a child process
+
+_DDL = (
+    """CREATE TABLE {s}effects (
+        id {serial} PRIMARY KEY, key TEXT NOT NULL UNIQUE, saga_id TEXT NOT NULL,
+        step TEXT NOT NULL, state TEXT NOT NULL)""",
+    """CREATE TABLE {s}calls (
+        id {serial} PRIMARY KEY, saga_id TEXT NOT NULL, step TEXT NOT NULL,
+        kind TEXT NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL,
+        pid INTEGER NOT NULL)""",
+)
+_DO = ("INSERT INTO {s}effects (key, saga_id, step, state) VALUES ($1, $2, $3, 'done') "
+       "ON CONFLICT (key) DO NOTHING")
+_UNDO = "UPDATE {s}effects SET state = 'undone' WHERE key = $1 AND state = 'done'"
+_CALL = ("INSERT INTO {s}calls (saga_id, step, kind, attempt, outcome, pid) "
+         "VALUES ($1, $2, $3, $4, $5, $6)")
+_EFFECTS = "SELECT saga_id, step, state FROM {s}effects ORDER BY id"
+_CALLS = "SELECT saga_id, step, kind, attempt, outcome, pid FROM {s}calls ORDER BY id"
+
+
+@attrs.frozen
+class Call:
+    saga_id: str
+    step: str
+    kind: str  # "do" or "undo"
+    attempt: int
+    outcome: str  # do: "done" or "raised"; undo: "undone" or "nothing" (nothing to undo)
+    pid: int
+
+
+class SQLiteLedger:
+    """The ledger in the store's SQLite file; each call is one (short) transaction."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def _sql(self, template: str) -> str:
+        return template.format(s="", serial="INTEGER").replace("$", "?")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        return self._conn
+
+    def _transaction(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                conn.execute(self._sql(sql), args)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def open(self) -> None:
+        self._connection()
+
+    async def create(self) -> None:
+        conn = self._connection()
+        for sql in _DDL:
+            conn.execute(self._sql(sql))
+
+    async def do(self, ctx: StepContext, outcome: str) -> None:
+        call = (ctx.saga_id, ctx.step, "do", ctx.attempt, outcome, os.getpid())
+        if outcome == "raised":
+            self._transaction((_CALL, call))
+        else:
+            self._transaction((_DO, (ctx.idempotency_key, ctx.saga_id, ctx.step)), (_CALL, call))
+
+    async def undo(self, ctx: StepContext) -> None:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            undone = conn.execute(self._sql(_UNDO), (ctx.idempotency_key,)).rowcount
+            conn.execute(self._sql(_CALL), (ctx.saga_id, ctx.step, "undo", ctx.attempt,
+                                            "undone" if undone else "nothing", os.getpid()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def read(self) -> tuple[list[tuple[Any, ...]], list[Call]]:
+        conn = self._connection()
+        effects = [tuple(row) for row in conn.execute(self._sql(_EFFECTS))]
+        calls = [Call(*row) for row in conn.execute(self._sql(_CALLS))]
+        return effects, calls
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class PostgresLedger:
+    """The ledger in the store's PostgreSQL schema, over a small asyncpg pool."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn, self.schema = dsn, schema
+        self._pool: Any = None
+        self._opening = asyncio.Lock()
+
+    def _sql(self, template: str) -> str:
+        return template.format(s=f'"{self.schema}".', serial="BIGINT GENERATED ALWAYS AS "
+                                                             "IDENTITY")
+
+    async def _connections(self) -> Any:
+        async with self._opening:
+            if self._pool is None:
+                import asyncpg
+
+                self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        return self._pool
+
+    async def open(self) -> None:
+        await self._connections()
+
+    async def create(self) -> None:
+        pool = await self._connections()
+        async with pool.acquire() as conn:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            for sql in _DDL:
+                await conn.execute(self._sql(sql))
+
+    async def do(self, ctx: StepContext, outcome: str) -> None:
+        pool = await self._connections()
+        async with pool.acquire() as conn, conn.transaction():
+            if outcome != "raised":
+                await conn.execute(self._sql(_DO), ctx.idempotency_key, ctx.saga_id, ctx.step)
+            await conn.execute(self._sql(_CALL), ctx.saga_id, ctx.step, "do", ctx.attempt,
+                               outcome, os.getpid())
+
+    async def undo(self, ctx: StepContext) -> None:
+        pool = await self._connections()
+        async with pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(self._sql(_UNDO), ctx.idempotency_key)
+            await conn.execute(self._sql(_CALL), ctx.saga_id, ctx.step, "undo", ctx.attempt,
+                               "nothing" if status == "UPDATE 0" else "undone", os.getpid())
+
+    async def read(self) -> tuple[list[tuple[Any, ...]], list[Call]]:
+        pool = await self._connections()
+        async with pool.acquire() as conn:
+            effects = [tuple(row) for row in await conn.fetch(self._sql(_EFFECTS))]
+            calls = [Call(*row) for row in await conn.fetch(self._sql(_CALLS))]
+        return effects, calls
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+Ledger = SQLiteLedger | PostgresLedger
+
+
+def open_ledger(url: str) -> Ledger:
+    """The ledger in the database of the store `url` (sqlite:///... or postgresql://...)."""
+    if url.startswith("sqlite:///"):
+        return SQLiteLedger(url[len("sqlite:///"):].partition("?")[0])
+    parts = urlsplit(url)
+    args = parse_qsl(parts.query)
+    schema = next((v for k, v in args if k == "schema"), "statesaga")
+    dsn = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in args if k != "schema"])))
+    return PostgresLedger(dsn, schema)
+
+
+_current: Ledger | None = None
+
+
+def ledger() -> Ledger:
+    """This process's ledger, opened on first use from $STATESAGA_TEST_LEDGER."""
+    global _current
+    if _current is None:
+        _current = open_ledger(os.environ[ENV])
+    return _current
+
+
+def _action(step: str) -> Any:
+    async def act(ctx: StepContext) -> dict[str, str]:
+        delay = float(ctx.data.get("delay", 0)) / 2
+        await asyncio.sleep(delay)
+        if ctx.data.get("fail_at") == step:
+            await ledger().do(ctx, "raised")
+            raise RuntimeError(f"step {step} refused saga {ctx.saga_id}")
+        await ledger().do(ctx, "done")
+        await asyncio.sleep(delay)
+        return {"key": ctx.idempotency_key}
+
+    act.__qualname__ = f"ledger.do_{step}"
+    return act
+
+
+def _compensation(step: str) -> Any:
+    async def undo(ctx: StepContext) -> None:
+        await asyncio.sleep(float(ctx.data.get("delay", 0)) / 2)
+        await ledger().undo(ctx)
+
+    undo.__qualname__ = f"ledger.undo_{step}"
+    return undo
+
+
+def build_machine(name: str) -> SagaStateMachine:
+    """Steps a, b, c, each recorded in the ledger and compensated there."""
+    machine = SagaStateMachine(name)
+    for step in STEPS:
+        machine.step(step, _action(step), compensation=_compensation(step))
+    return machine
+
+
+def expected_status(data: dict[str, Any]) -> SagaStatus:
+    return SagaStatus.COMPENSATED if data.get("fail_at") else SagaStatus.COMPLETED
+
+
+def violations(records: Sequence[SagaRecord], effects: Sequence[tuple[Any, ...]],
+               calls: Sequence[Call]) -> list[str]:
+    """What is wrong with the outside world, given each saga's history; [] when all is well.
+
+    Every saga ended as its data says (completed, or compensated when a step fails); a
+    completed saga's effects exist exactly once, a compensated saga's were undone exactly
+    once; a step was re-executed, or compensated without having run, only when its outcome
+    was in doubt per the history (`retry_unknown` / `timeout`); a compensation with nothing
+    to undo left nothing behind.
+    """
+    out: list[str] = []
+    effect_count = Counter((saga_id, step) for saga_id, step, _ in effects)
+    state = {(saga_id, step): s for saga_id, step, s in effects}
+    by_saga: dict[str, list[Call]] = {}
+    for call in calls:
+        by_saga.setdefault(call.saga_id, []).append(call)
+    known = {r.saga_id for r in records}
+    for saga_id in sorted(set(by_saga) - known):
+        out.append(f"{saga_id}: steps ran, but the saga is not in the store")
+    for r in records:
+        mine = by_saga.get(r.saga_id, [])
+        where = f"{r.saga_id} ({r.state})"
+        expected = expected_status(dict(r.data))
+        if r.status is not expected:
+            out.append(f"{where}: expected {expected.value}, ended {r.status.value} "
+                       f"({r.error})")
+        in_doubt = {t.step for t in r.history if t.event in IN_DOUBT}
+        done = Counter(c.step for c in mine if c.kind == "do" and c.outcome == "done")
+        tried = Counter(c.step for c in mine if c.kind == "do")
+        undone = Counter(c.step for c in mine if c.kind == "undo" and c.outcome == "undone")
+        undo_calls = Counter(c.step for c in mine if c.kind == "undo")
+        have = {step for (s, step) in effect_count if s == r.saga_id}
+        for step in STEPS:
+            if effect_count[r.saga_id, step] > 1:
+                out.append(f"{where}: the effect of {step} exists "
+                           f"{effect_count[r.saga_id, step]} times")
+            if tried[step] > 1 and step not in in_doubt:
+                out.append(f"{where}: {step} ran {tried[step]} times, but its outcome was "
+                           "never in doubt")
+            if undo_calls[step] and not done[step] and step not in in_doubt:
+                out.append(f"{where}: {step} was compensated, but it never ran and its "
+                           "outcome was never in doubt")
+        if have != set(done):
+            out.append(f"{where}: effects of {sorted(have)}, but steps {sorted(done)} did them")
+        if r.status is SagaStatus.COMPLETED:
+            if {(step, "done") for step in STEPS} != {(s, state[r.saga_id, s]) for s in have}:
+                out.append(f"{where}: completed with effects "
+                           f"{ {s: state[r.saga_id, s] for s in have} }")
+            if undo_calls:
+                out.append(f"{where}: completed, but compensated {sorted(undo_calls)}")
+        elif r.status is SagaStatus.COMPENSATED:
+            left = sorted(s for s in have if state[r.saga_id, s] != "undone")
+            if left:
+                out.append(f"{where}: compensated, but the effects of {left} remain")
+            for step in sorted(have):
+                if undone[step] != 1:
+                    out.append(f"{where}: the effect of {step} was undone {undone[step]} "
+                               "times, not once")
+    return out
