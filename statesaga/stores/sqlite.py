@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ..codec import to_json
-from ..exceptions import SagaNotFound, StoreError
+from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
 from . import _sql
 from .base import Commit
@@ -67,6 +67,9 @@ class SQLiteStore:
         self.url = f"sqlite:///{self.path}" + ("?durability=normal" if durability == "normal"
                                                 else "")
         self._conn: sqlite3.Connection | None = None
+        self._batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] \
+            | None = None
+        self.batches = 0  # transactions that carried commits (fewer than commits: grouped)
 
     # -- the saga log --------------------------------------------------------------------
 
@@ -121,7 +124,7 @@ class SQLiteStore:
             abort: str | None = done[0][0]
             return abort
 
-        return await self._run(write)
+        return await self._grouped(write)
 
     async def list(
         self, *, status: SagaStatus | None = None, name: str | None = None,
@@ -226,6 +229,44 @@ class SQLiteStore:
 
     # -- transactions ------------------------------------------------------------------
 
+    async def _grouped(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Group commit: commits that are ready together share one transaction (one fsync).
+
+        The first commit yields once, so that other sagas ready to commit join it; each
+        commit runs under its own savepoint, so one saga's conflict fails only that saga,
+        and every saga still waits for the transaction that holds its own commit.
+        """
+        loop = asyncio.get_running_loop()
+        if self._batch is not None:
+            joined: asyncio.Future[Any] = loop.create_future()
+            self._batch.append((body, joined))
+            return await joined  # type: ignore[no-any-return]
+        own: asyncio.Future[Any] = loop.create_future()
+        batch = self._batch = [(body, own)]
+        try:
+            await asyncio.sleep(0)
+        finally:
+            self._batch = None
+        outcomes: list[tuple[bool, Any]]
+        try:
+            if len(batch) == 1:  # alone: no savepoint needed
+                outcomes = [(True, await self._run(body))]
+            else:
+                outcomes = await self._run(lambda c: [_savepoint(c, b) for b, _ in batch])
+        except Exception as exc:  # the whole transaction failed: every commit in it did
+            outcomes = [(False, exc)] * len(batch)
+        except BaseException:  # cancelled while waiting for the lock: nothing was written
+            for _, fut in batch[1:]:
+                fut.cancel()
+            raise
+        self.batches += 1
+        for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        return await own  # type: ignore[no-any-return]
+
     async def _run(self, body: Callable[[sqlite3.Connection], T],
                    begin: str = "BEGIN IMMEDIATE") -> T:
         """Run `body` in one transaction, waiting (without blocking the loop) for the lock."""
@@ -291,6 +332,20 @@ class SQLiteStore:
 def _histories(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
     ids = json.dumps([row["saga_id"] for row in rows])
     return conn.execute(_Q["SELECT_HISTORIES"], (ids,)).fetchall()
+
+
+def _savepoint(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]
+               ) -> tuple[bool, Any]:
+    """Run one grouped commit; a saga error undoes only it, anything else fails the group."""
+    conn.execute("SAVEPOINT one")
+    try:
+        result = body(conn)
+    except SagaError as exc:  # a conflict or a duplicate: this saga's alone
+        conn.execute("ROLLBACK TO one")
+        conn.execute("RELEASE one")
+        return False, exc
+    conn.execute("RELEASE one")
+    return True, result
 
 
 def _transaction(conn: sqlite3.Connection, begin: str, body: Callable[[sqlite3.Connection], T],
