@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .common import machine, quiet_logs
 
-SUITES = ["core"]
+SUITES = ["core", "stores", "choreography"]
 
 
 def main(argv: list[str]) -> int:

@@ -71,7 +71,9 @@ class RabbitMQBus:
 
     def __init__(self, url: str, *, exchange: str = "statesaga", prefix: str = "statesaga",
                  max_deliveries: int = 5, prefetch: int = 32, connect_timeout: float = 5.0,
-                 reconnect_timeout: float = 30.0, reconnect_interval: float = 1.0) -> None:
+                 reconnect_timeout: float = 30.0, reconnect_interval: float = 1.0,
+                 publish_timeout: float = 10.0) -> None:
+        self.publish_timeout = publish_timeout  # one attempt; then it counts as a lost link
         if max_deliveries < 1:
             raise BusError(f"max_deliveries must be at least 1, got {max_deliveries}")
         if not exchange or not prefix:
@@ -142,7 +144,8 @@ class RabbitMQBus:
 
         async def send() -> None:
             try:
-                await link.exchange.publish(message, routing_key=event.type, mandatory=False)
+                await link.exchange.publish(message, routing_key=event.type, mandatory=False,
+                                            timeout=self.publish_timeout)
             except DeliveryError as exc:
                 raise BusError(f"RabbitMQ refused event {event.message_id} ({event.type!r}):"
                                " it was not stored; publish it again later") from exc
@@ -233,7 +236,7 @@ class RabbitMQBus:
             except AMQPChannelError as exc:  # the broker said no: retrying will not help
                 raise BusError(f"cannot {what}: RabbitMQ refused ({describe(exc)}); a queue or "
                                "exchange of that name may exist with other settings") from exc
-            except CONNECTION_EXCEPTIONS as exc:
+            except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:  # lost, or stuck writing
                 if self._closed:
                     raise BusError(f"cannot {what}: {self!r} is closed") from exc
                 if loop.time() + pause > deadline:

@@ -21,10 +21,16 @@ import structlog
 from .context import StepContext
 from .definition import SagaStateMachine
 from .events import Event, EventBus
-from .exceptions import DuplicateMessage, SagaConflict, SagaNotFound, UndeliverableEvent
+from .exceptions import (
+    BusError,
+    DuplicateMessage,
+    SagaConflict,
+    SagaNotFound,
+    UndeliverableEvent,
+)
 from .graph import RESERVED_EVENTS
 from .orchestrator import Orchestrator
-from .records import SagaRecord, Transition
+from .records import TERMINALS, SagaRecord, Transition
 from .saga_run import SagaRun
 from .stores.base import Commit
 
@@ -69,35 +75,43 @@ async def deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
     active = orch._active.get(event.correlation_id)
     if active is not None:  # this process drives it right now: let that finish first
         await asyncio.shield(active[1])
+    claimed = await orch.store.claim(orch.owner, now=orch.clock.time(), lease=orch.lease,
+                                     limit=1, saga_id=event.correlation_id)
     try:
-        record = await orch.store.load(event.correlation_id)
-    except SagaNotFound:
-        raise UndeliverableEvent(
-            f"event {event.type!r} (message {event.message_id}) is for saga "
-            f"{event.correlation_id!r}, which does not exist", saga_id=event.correlation_id
-        ) from None
-    try:
-        if record.is_terminal:
-            await _ignore(orch, SagaRun(orch.definition(record), record), event, owner=None)
+        if not claimed:  # finished, unknown, or run by another worker right now
+            try:
+                record = await orch.store.load(event.correlation_id)
+            except SagaNotFound:
+                raise UndeliverableEvent(
+                    f"event {event.type!r} (message {event.message_id}) is for saga "
+                    f"{event.correlation_id!r}, which does not exist",
+                    saga_id=event.correlation_id) from None
+            if not record.is_terminal:
+                raise SagaConflict(f"saga {record.saga_id!r} is being run by another worker",
+                                   saga_id=record.saga_id, state=record.state)
+            await _ignore(orch, SagaRun(orch.definition(record), record), event)
             return await orch.store.load(record.saga_id)
-        run = await orch._take(record)
+        run = SagaRun(orch.definition(claimed[0]), claimed[0])
         try:
             fired = await orch._runner.fire(run, event.type, payload=event,
                                             inbox=event.message_id)
             if not fired:
-                await _ignore(orch, run, event, owner=orch.owner)
+                await _ignore(orch, run, event)
         except BaseException:
             await orch.store.release(orch.owner, [run.saga_id])
             raise
     except DuplicateMessage:
-        _log.info("saga.duplicate_event", saga_id=record.saga_id, message_id=event.message_id)
+        _log.info("saga.duplicate_event", saga_id=event.correlation_id,
+                  message_id=event.message_id)
         return None
     # unchanged state: a step or compensation in it may have been cut off by a dead process
     return await orch._drive(run, resumed=not fired)
 
 
-async def _ignore(orch: Orchestrator, run: SagaRun, event: Event, owner: str | None) -> None:
+async def _ignore(orch: Orchestrator, run: SagaRun, event: Event) -> None:
     """Record an event the saga has no transition for: in the history, state unchanged."""
+    waiting = orch._runner._waits(run.definition.graph, run.state)
+    owner = None if waiting or run.state in TERMINALS else orch.owner  # keep only to drive on
     at = datetime.fromtimestamp(orch.clock.time(), UTC)
     reason = f"ignored: no transition on {event.type!r} from {run.state}"
     transition = Transition(at, run.state, run.state, event.type, reason=reason,
@@ -108,8 +122,7 @@ async def _ignore(orch: Orchestrator, run: SagaRun, event: Event, owner: str | N
         saga_id=run.saga_id, revision=run.revision, state=run.state,
         status=run.record().status, error=run.error, transition=transition,
         owner=owner, lease_until=None if owner is None else orch.clock.time() + orch.lease,
-        waiting=orch._runner._waits(run.definition.graph, run.state),
-        wake_at=orch._runner.due(run), inbox=event.message_id))
+        waiting=waiting, wake_at=orch._runner.due(run), inbox=event.message_id))
     _log.info("saga.event_ignored", saga_id=run.saga_id, state=run.state, trigger=event.type,
               message_id=event.message_id)
 
@@ -166,8 +179,13 @@ class Choreography:
         while stop is None or not stop.is_set():
             pending = await store.pending_messages(batch)
             if pending:
-                await asyncio.gather(*(self.bus.publish(Event.from_json(text))
-                                       for _, text in pending))
+                try:
+                    await asyncio.gather(*(self.bus.publish(Event.from_json(text))
+                                           for _, text in pending))
+                except BusError:  # the broker is away: the messages wait in the outbox
+                    _log.warning("relay.publish_failed", pending=len(pending), exc_info=True)
+                    await asyncio.sleep(max(poll, 1.0))
+                    continue
                 await store.mark_sent([i for i, _ in pending])
                 sent += len(pending)
                 continue

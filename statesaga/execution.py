@@ -291,12 +291,14 @@ class Runner:
         run.history.append(transition)
         run.revision += 1
         done = dest in TERMINALS
+        waiting = self._waits(graph, dest)
+        keep = not (done or waiting)  # a finished or waiting saga needs no lease: release it
         commit = Commit(
             saga_id=run.saga_id, revision=run.revision, state=dest,
             status=status_of(dest), error=run.error, transition=transition, result=result,
-            owner=None if done else self.owner,
-            lease_until=None if done else self.clock.time() + self.lease,
-            messages=run.outbox, waiting=self._waits(graph, dest), inbox=inbox,
+            owner=self.owner if keep else None,
+            lease_until=self.clock.time() + self.lease if keep else None,
+            messages=run.outbox, waiting=waiting, inbox=inbox,
             wake_at=self.due(run) if not done else None)
         run.outbox = []
         abort = await self.store.commit(commit)

@@ -152,8 +152,8 @@ class Orchestrator:
         waiting = Runner._waits(machine.graph, machine.initial)
         try:
             await self.store.create(
-                record, data_json=data_json, owner=None if pending else self.owner,
-                lease_until=None if pending else now + self.lease, waiting=waiting,
+                record, data_json=data_json, owner=None if pending or waiting else self.owner,
+                lease_until=None if pending or waiting else now + self.lease, waiting=waiting,
                 messages=messages, wake_at=Runner.due(SagaRun(machine, record)) if waiting
                 else None)
         except SagaConflict:
@@ -208,8 +208,9 @@ class Orchestrator:
         self._ensure_heartbeat()
         try:
             await self._runner.drive(run, resumed=resumed)
-            if run.state not in TERMINALS:  # it waits for an event: let others take it
-                await self.store.release(self.owner, [run.saga_id])
+            if run.state not in TERMINALS and not Runner._waits(run.definition.graph,
+                                                                 run.state):
+                await self.store.release(self.owner, [run.saga_id])  # a worker stopping
         except BaseException as exc:
             done.set_exception(exc)
             done.exception()  # retrieved: a waiter may not exist
