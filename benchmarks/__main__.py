@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .common import machine, quiet_logs
 
-SUITES = ["core", "stores", "choreography"]
+SUITES = ["core", "explore", "stores", "choreography"]
 
 
 def main(argv: list[str]) -> int:
