@@ -75,6 +75,19 @@ async def deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
     active = orch._active.get(event.correlation_id)
     if active is not None:  # this process drives it right now: let that finish first
         await asyncio.shield(active[1])
+    parked = orch._parked.pop(event.correlation_id, None)
+    if parked is not None:  # no claim, no load: the commit's revision check guards it
+        try:
+            fired = await orch._runner.fire(parked, event.type, payload=event,
+                                            inbox=event.message_id)
+            if not fired:
+                await _ignore(orch, parked, event)
+        except DuplicateMessage:
+            return None
+        except SagaConflict:
+            pass  # it moved elsewhere meanwhile: load it afresh below
+        else:
+            return await orch._drive(parked, resumed=False)
     claimed = await orch.store.claim(orch.owner, now=orch.clock.time(), lease=orch.lease,
                                      limit=1, saga_id=event.correlation_id)
     try:

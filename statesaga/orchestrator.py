@@ -8,6 +8,7 @@ import inspect
 import os
 import socket
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from .stores.base import SagaStore
 from .stores.memory import InMemoryStore
 
 _log = structlog.get_logger("statesaga")
+PARKED = 10_000  # waiting sagas kept in memory; the rest are loaded when their event comes
 
 
 @attrs.frozen
@@ -68,6 +70,7 @@ class Orchestrator:
         self._registered: set[int] = set()
         self._active: dict[str, tuple[SagaRun, asyncio.Future[SagaRecord]]] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._parked: OrderedDict[str, SagaRun] = OrderedDict()  # waiting for an event
         self._heartbeat: asyncio.TimerHandle | None = None
         self._beats: set[asyncio.Task[None]] = set()
         self._runner = Runner(self.store, self.clock, self.owner, lease)
@@ -208,8 +211,11 @@ class Orchestrator:
         self._ensure_heartbeat()
         try:
             await self._runner.drive(run, resumed=resumed)
-            if run.state not in TERMINALS and not Runner._waits(run.definition.graph,
-                                                                 run.state):
+            if run.state in TERMINALS:
+                pass
+            elif Runner._waits(run.definition.graph, run.state):
+                self._park(run)
+            else:
                 await self.store.release(self.owner, [run.saga_id])  # a worker stopping
         except BaseException as exc:
             done.set_exception(exc)
@@ -221,6 +227,13 @@ class Orchestrator:
         record = run.record()
         done.set_result(record)
         return record
+
+    def _park(self, run: SagaRun) -> None:
+        """Keep a saga that waits for an event, so that the event costs only its commit."""
+        self._parked[run.saga_id] = run
+        self._parked.move_to_end(run.saga_id)
+        while len(self._parked) > PARKED:
+            self._parked.popitem(last=False)
 
     def _ensure_heartbeat(self) -> None:
         """Renew the leases of the sagas in flight every lease/3 s, while there are any."""

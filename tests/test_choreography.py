@@ -155,3 +155,31 @@ def test_the_contract_check_finds_every_gap() -> None:
     assert "waits for 'Answered', which no participant emits" in text
     assert "emits 'Ask', which no participant handles" in text
     assert "no route to 'compensated' on failure" in text
+
+
+async def test_an_event_for_a_parked_saga_costs_only_its_commit() -> None:
+    h = Harness()
+    await h.orch.run(h.machine, {}, saga_id="p1")
+    claims: list[str] = []
+    real_claim = h.store.claim
+
+    async def claim(*args: Any, **kw: Any) -> Any:
+        claims.append(kw.get("saga_id"))
+        return await real_claim(*args, **kw)
+
+    h.store.claim = claim  # type: ignore[method-assign]
+    record = await deliver(h.orch, Event("FlightBooked", correlation_id="p1"))
+    assert record is not None
+    assert ("booking_hotel", []) == (record.state, claims)
+
+
+async def test_a_stale_parked_saga_is_loaded_afresh() -> None:
+    h = Harness()
+    await h.orch.run(h.machine, {}, saga_id="p2")  # parked here, waiting for FlightBooked
+    other = Orchestrator(store=h.store, sagas=[h.machine], clock=FakeClock())
+    await deliver(other, Event("FlightBooked", correlation_id="p2"))  # moved elsewhere
+    record = await deliver(h.orch, Event("HotelBooked", correlation_id="p2"))
+    assert record is not None
+    assert "charging_payment" == record.state
+    assert ["booking_flight", "booking_hotel", "charging_payment"] == [
+        t.dest for t in record.history]
