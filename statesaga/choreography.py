@@ -78,10 +78,7 @@ async def deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
     parked = orch._parked.pop(event.correlation_id, None)
     if parked is not None:  # no claim, no load: the commit's revision check guards it
         try:
-            fired = await orch._runner.fire(parked, event.type, payload=event,
-                                            inbox=event.message_id)
-            if not fired:
-                await _ignore(orch, parked, event)
+            fired = await _apply(orch, parked, event)
         except DuplicateMessage:
             return None
         except SagaConflict:
@@ -106,10 +103,7 @@ async def deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
             return await orch.store.load(record.saga_id)
         run = SagaRun(orch.definition(claimed[0]), claimed[0])
         try:
-            fired = await orch._runner.fire(run, event.type, payload=event,
-                                            inbox=event.message_id)
-            if not fired:
-                await _ignore(orch, run, event)
+            fired = await _apply(orch, run, event)
         except BaseException:
             await orch.store.release(orch.owner, [run.saga_id])
             raise
@@ -119,6 +113,14 @@ async def deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
         return None
     # unchanged state: a step or compensation in it may have been cut off by a dead process
     return await orch._drive(run, resumed=not fired)
+
+
+async def _apply(orch: Orchestrator, run: SagaRun, event: Event) -> bool:
+    """Fire `event` on the saga, or record it as ignored; True if it moved the saga."""
+    fired = await orch._runner.fire(run, event.type, payload=event, inbox=event.message_id)
+    if not fired:
+        await _ignore(orch, run, event)
+    return fired
 
 
 async def _ignore(orch: Orchestrator, run: SagaRun, event: Event) -> None:

@@ -29,57 +29,29 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ledger
 import structlog
 
-from statesaga import Orchestrator, SagaConflict, SagaRecord, SagaStatus
-from statesaga.stores.base import Commit, SagaStore
+from statesaga import Orchestrator, SagaConflict, SagaStatus
 from statesaga.stores.urls import open_store
+from statesaga.testing.explore import CrashingStore
 
 LEASE = float(os.environ.get("CRASH_LEASE", "0.5"))
 MACHINE = ledger.build_machine("crash")
 UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 
 
-def die() -> None:
+def die(where: str = "") -> None:
     os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(60)  # never reached: SIGKILL cannot be caught
 
 
-class KillingStore:
-    """Passes everything to `store`, but SIGKILLs the process at its n-th write."""
-
-    def __init__(self, store: SagaStore, crash_at: int | None, after: bool) -> None:
-        self._store, self._at, self._after, self.writes = store, crash_at, after, 0
-        self.url = store.url
-
-    async def _write(self, apply: Callable[[], Awaitable[Any]]) -> Any:
-        self.writes += 1
-        if self.writes == self._at and not self._after:
-            die()
-        result = await apply()
-        if self.writes == self._at:
-            die()
-        return result
-
-    async def create(self, record: SagaRecord, **kw: Any) -> None:
-        await self._write(lambda: self._store.create(record, **kw))
-
-    async def commit(self, commit: Commit) -> str | None:
-        result: str | None = await self._write(lambda: self._store.commit(commit))
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
 async def run(url: str, sagas: list[tuple[str, dict[str, Any]]]) -> None:
     crash_at = os.environ.get("CRASH_AT")
-    store = KillingStore(open_store(url), None if crash_at is None else int(crash_at),
-                         os.environ.get("CRASH_WHEN", "before") == "after")
+    store = CrashingStore(open_store(url), None if crash_at is None else int(crash_at),
+                          os.environ.get("CRASH_WHEN", "before") == "after", crash=die)
     orch = Orchestrator(store=store, lease=LEASE)  # type: ignore[arg-type]
     writes = []
     for saga_id, data in sagas:

@@ -33,20 +33,30 @@ from .scenarios import (
 IN_DOUBT = ("retry_unknown", "timeout", "abort")
 
 
-class _CrashingStore:
-    """Passes everything to `store`, but "dies" at its n-th write, before or after it."""
+def _simulated(where: str) -> None:
+    raise SimulatedCrash(where)
 
-    def __init__(self, store: SagaStore, crash_at: int | None, after: bool) -> None:
+
+class CrashingStore:
+    """Passes everything to `store`, but "dies" at its n-th write, before or after it.
+
+    `crash(where)` is how it dies: by default a `SimulatedCrash`; a test of real processes
+    passes one that SIGKILLs the process.
+    """
+
+    def __init__(self, store: SagaStore, crash_at: int | None, after: bool,
+                 crash: Callable[[str], None] = _simulated) -> None:
         self._store, self._at, self._after, self.writes = store, crash_at, after, 0
+        self._crash = crash
         self.url = store.url
 
     async def _write(self, apply: Callable[[], Awaitable[Any]]) -> Any:
         self.writes += 1
         if self.writes == self._at and not self._after:
-            raise SimulatedCrash(f"crash before write {self.writes}")
+            self._crash(f"crash before write {self.writes}")
         result = await apply()
         if self.writes == self._at:
-            raise SimulatedCrash(f"crash after write {self.writes}")
+            self._crash(f"crash after write {self.writes}")
         return result
 
     async def create(self, record: SagaRecord, **kw: Any) -> None:
@@ -99,7 +109,7 @@ class _Explorer:
         saga_id = f"explore-{self.count}"
         before = self._picture(saga_id)
         self.injector.begin(scenario)
-        store = _CrashingStore(self.store, scenario.crash_at, scenario.crash_after)
+        store = CrashingStore(self.store, scenario.crash_at, scenario.crash_after)
         orch = Orchestrator(store=store, clock=self.clock, lease=5)
         events = [Event(e, correlation_id=saga_id)
                   for e in (scenario.events or self.happy_events)]
