@@ -20,9 +20,10 @@ def main(argv: list[str]) -> int:
         "# Benchmark results",
         "",
         f"Run {datetime.date.today().isoformat()} on {machine()}, with `make bench`.",
-        "Every figure is the median of several runs; ratios are against a floor measured in",
-        "the same run. Logging: structlog with info-level events filtered out, as in",
-        "production (warnings rendered as JSON with a timestamp, to a null sink).",
+        "Figures are medians of several runs unless a section says one run; ratios are",
+        "against a floor measured in the same run. Logging: structlog with info-level",
+        "events filtered out, as in production (warnings rendered as JSON with a timestamp,",
+        "to a null sink).",
         "",
     ]
     for name in chosen:

@@ -192,6 +192,7 @@ class Orchestrator:
 
     async def _take(self, record: SagaRecord) -> SagaRun:
         """Lease one saga to this orchestrator, or `SagaConflict` if a live worker holds it."""
+        self._parked.pop(record.saga_id, None)  # whatever happens next, that copy goes stale
         machine = self.definition(record)
         claimed = await self.store.claim(self.owner, now=self.clock.time(), lease=self.lease,
                                          limit=1, saga_id=record.saga_id)
