@@ -18,7 +18,7 @@ import attrs
 import structlog
 
 from .events import Event, Handler, call_handler
-from .exceptions import BusError, describe
+from .exceptions import BusError, UndeliverableEvent, describe
 
 _log = structlog.get_logger("statesaga")
 
@@ -125,7 +125,8 @@ class InMemoryBus:
         except Exception as exc:
             delivery.failures += 1
             error = describe(exc)
-            if delivery.failures < self.max_deliveries:
+            final = isinstance(exc, UndeliverableEvent)  # it can never reach a saga
+            if delivery.failures < self.max_deliveries and not final:
                 _log.warning("bus.redelivery", message_id=event.message_id, type=event.type,
                              group=group.name, deliveries=delivery.failures, error=error)
                 self._enqueue(group, delivery)
@@ -133,3 +134,4 @@ class InMemoryBus:
             self.dead_letters.append((event, error))
             _log.error("bus.dead_letter", message_id=event.message_id, type=event.type,
                        group=group.name, deliveries=delivery.failures, error=error)
+

@@ -42,7 +42,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPChannelError, Deliver
 from yarl import URL
 
 from .events import Event, Handler, call_handler
-from .exceptions import BusError, describe
+from .exceptions import BusError, UndeliverableEvent, describe
 from .stores.urls import redact
 
 _log = structlog.get_logger("statesaga")
@@ -285,7 +285,7 @@ class RabbitMQBus:
         try:
             await call_handler(handler, event)
         except Exception as exc:
-            if deliveries >= self.max_deliveries:
+            if deliveries >= self.max_deliveries or isinstance(exc, UndeliverableEvent):
                 await self._dead_letter(link, message, queue, describe(exc), deliveries)
                 return
             _log.warning("bus.redelivery", message_id=event.message_id, type=event.type,

@@ -142,3 +142,22 @@ async def test_200_trips_at_once_with_random_failures_end_terminal_and_compensat
     assert 200 == len(await world.store.list(limit=500))
     assert all(r.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
                for r in await world.store.list(limit=500))
+
+
+async def test_an_event_for_no_saga_is_dead_lettered_at_once_and_the_consumer_goes_on(
+        world: World) -> None:
+    from statesaga import Event
+
+    ghost = Event("FlightBooked", correlation_id="ghost")
+    orphan = Event("HotelBooked")  # no correlation id at all
+    await world.bus.publish(ghost)
+    await world.bus.publish(orphan)
+    await world.choreography.start(world.machine, {}, saga_id="after")
+    assert {"after": "completed"} == await world.finished(["after"])
+    letters = (world.bus.dead_letters if isinstance(world.bus, InMemoryBus)
+               else await world.bus.take_dead_letters())
+    dead = {event.message_id: error for event, error in letters}
+    assert {ghost.message_id, orphan.message_id} == set(dead)
+    assert "UndeliverableEvent" in dead[ghost.message_id]
+    assert "'ghost', which does not exist" in dead[ghost.message_id]
+    assert "has no correlation_id" in dead[orphan.message_id]
