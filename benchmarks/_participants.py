@@ -1,7 +1,8 @@
 """A second process for the choreography benchmark: the flight, hotel and payment services.
 
-Usage: python -m benchmarks._participants SQLITE_PATH AMQP_URL PREFIX. Prints `ready` once
-subscribed; stops on SIGTERM.
+As in a deployment, the services own their database (their state, inbox and outbox) and
+relay their own replies. Usage: python -m benchmarks._participants SQLITE_PATH AMQP_URL
+PREFIX. Prints `ready` once subscribed; stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import asyncio
 import signal
 import sys
 
-from statesaga import RabbitMQBus, SQLiteStore
+from statesaga import Orchestrator, RabbitMQBus, SQLiteStore
+from statesaga.choreography import Choreography
 from statesaga.examples.trip_choreography import build_participants
 
 from .common import quiet_logs
@@ -24,7 +26,7 @@ async def main(path: str, url: str, prefix: str) -> None:
     for participant in build_participants(store):
         await participant.listen(bus)
     print("ready", flush=True)
-    await stop.wait()
+    await Choreography(Orchestrator(store=store), bus).relay(poll=0.01, stop=stop)
     await bus.close()
     await store.close()
 
