@@ -112,7 +112,10 @@ async def _choreography_demo(store_url: str, bus_url: str, fail_at: str | None) 
         return record
     finally:
         stop.set()
-        await bus.close()
+        if bus_url == "memory://":
+            await bus.close()
+        else:  # a demo leaves nothing behind on the broker
+            await bus.delete_everything(bus.queues)
         await store.close()
 
 

@@ -195,3 +195,25 @@ def test_demo_choreography_refuses_a_step_it_does_not_have(
                            "--fail-at", "charge_payment")
     assert 2 == code
     assert "one of flight, hotel, payment" in err
+
+
+def test_demo_over_rabbitmq_completes_and_leaves_nothing_on_the_broker(
+        capsys: pytest.CaptureFixture[str], store_url: str, rabbitmq_url: str) -> None:
+    import aio_pika
+
+    code, out, _ = run_cli(capsys, "--store", store_url, "demo", "--choreography", "--bus",
+                           rabbitmq_url)
+    assert (0, True) == (code, "status: COMPLETED in completed" in out)
+
+    async def exchange_exists() -> bool:
+        connection = await aio_pika.connect(rabbitmq_url)
+        try:
+            channel = await connection.channel()
+            await channel.get_exchange("statesaga-demo", ensure=True)
+            return True
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        finally:
+            await connection.close()
+
+    assert asyncio.run(exchange_exists()) is False
