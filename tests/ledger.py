@@ -200,6 +200,15 @@ def open_ledger(url: str) -> Ledger:
 _current: Ledger | None = None
 
 
+async def new_ledger(url: str) -> None:
+    """Create the ledger's tables in the store at `url`."""
+    ledger = open_ledger(url)
+    try:
+        await ledger.create()
+    finally:
+        await ledger.close()
+
+
 def ledger() -> Ledger:
     """This process's ledger, opened on first use from $STATESAGA_TEST_LEDGER."""
     global _current

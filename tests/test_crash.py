@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger import open_ledger, violations
+from ledger import new_ledger, open_ledger, violations
 
 from statesaga import SagaRecord
 from statesaga.stores.urls import open_store
@@ -65,14 +65,6 @@ async def recover_and_look(url: str) -> tuple[list[SagaRecord], list[str]]:
         await store.close()
         await ledger.close()
     return records, violations(records, effects, calls)
-
-
-async def new_ledger(url: str) -> None:
-    ledger = open_ledger(url)
-    try:
-        await ledger.create()
-    finally:
-        await ledger.close()
 
 
 def pair(tag: str) -> list[tuple[str, dict[str, Any]]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger import open_ledger, violations
+from ledger import new_ledger, open_ledger, violations
 from worker_sagas import saga as machine
 
 from statesaga import Orchestrator, SagaRecord
@@ -41,14 +41,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'sagas.db'}?durability=normal"
     return str(request.getfixturevalue("pg_url"))
-
-
-async def new_ledger(url: str) -> None:
-    ledger = open_ledger(url)
-    try:
-        await ledger.create()
-    finally:
-        await ledger.close()
 
 
 def child_env(url: str) -> dict[str, str]:
