@@ -41,7 +41,6 @@ class InMemoryStore:
 
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
-        self.commits = 0
         self._inbox: set[tuple[str, str]] = set()
         self._outbox: list[tuple[int, str, str, bool]] = []  # id, saga_id, message, sent
         self._participants: dict[tuple[str, str], str] = {}
@@ -59,7 +58,6 @@ class InMemoryStore:
             error=record.error, updated_at=record.updated_at, owner=owner,
             lease_until=lease_until, waiting=waiting, wake_at=wake_at)
         self._send(record.saga_id, messages)
-        self.commits += 1
 
     async def load(self, saga_id: str) -> SagaRecord:
         row = self._rows.get(saga_id)
@@ -100,7 +98,6 @@ class InMemoryStore:
         self._send(commit.saga_id, commit.messages)
         if commit.inbox is not None:
             self._inbox.add(("saga", commit.inbox))
-        self.commits += 1
         return row.abort
 
     async def list(
