@@ -58,15 +58,11 @@ def postgres_dsn() -> str:
 @pytest.fixture
 async def pg_schema(postgres_dsn: str) -> AsyncIterator[str]:
     """A fresh PostgreSQL schema name, dropped afterwards."""
-    import asyncpg
+    from statesaga.testing.plugin import drop_postgres_schema
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
     yield schema
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    await drop_postgres_schema(postgres_dsn, schema)
 
 
 @pytest.fixture

@@ -56,13 +56,18 @@ async def saga_store(request: pytest.FixtureRequest, tmp_path: Path
     yield store
     await store.close()
     if request.param == "postgres":
-        import asyncpg
+        await drop_postgres_schema(POSTGRES, schema)
 
-        conn = await asyncpg.connect(POSTGRES)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+
+async def drop_postgres_schema(dsn: str, schema: str) -> None:
+    """Drop a test's PostgreSQL schema with everything in it."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
