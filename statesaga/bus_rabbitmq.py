@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import aio_pika
+import aiormq
 import attrs
 import structlog
 from aio_pika.abc import (
@@ -46,6 +47,7 @@ from .exceptions import BusError, UndeliverableEvent, describe
 from .stores.urls import redact
 
 _log = structlog.get_logger("statesaga")
+Properties = aiormq.spec.Basic.Properties
 _T = TypeVar("_T")
 _QUORUM = {"x-queue-type": "quorum"}
 _PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
@@ -137,15 +139,20 @@ class RabbitMQBus:
         """Send `event`; returns once the broker confirmed it (it is then on disk)."""
         body = event.to_json().encode()
         link = await self._open()
-        message = aio_pika.Message(
-            body, delivery_mode=_PERSISTENT, message_id=event.message_id,
-            correlation_id=event.correlation_id, type=event.type,
+        # The properties aio_pika.Message would build, without building one per event.
+        properties = Properties(
+            delivery_mode=int(_PERSISTENT), message_id=event.message_id,
+            correlation_id=event.correlation_id, message_type=event.type,
             content_type="application/json", app_id="statesaga")
 
         async def send() -> None:
+            if link.publisher.is_closed:  # as Exchange.publish does: a lost link raises now
+                raise aiormq.exceptions.ChannelInvalidStateError(f"{link.publisher!r} closed")
+            channel = await link.publisher.get_underlay_channel()
             try:
-                await link.exchange.publish(message, routing_key=event.type, mandatory=False,
-                                            timeout=self.publish_timeout)
+                await channel.basic_publish(
+                    body, exchange=self.exchange, routing_key=event.type, properties=properties,
+                    mandatory=False, timeout=self.publish_timeout)
             except DeliveryError as exc:
                 raise BusError(f"RabbitMQ refused event {event.message_id} ({event.type!r}):"
                                " it was not stored; publish it again later") from exc

@@ -11,7 +11,6 @@ skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +31,7 @@ from .graph import RESERVED_EVENTS
 from .orchestrator import Orchestrator
 from .records import TERMINALS, SagaRecord, Transition
 from .saga_run import SagaRun
-from .stores.base import Commit
+from .stores.base import Commit, OutboxSignal
 
 _log = structlog.get_logger("statesaga")
 
@@ -187,11 +186,14 @@ class Choreography:
         """Send the outbox's messages to the bus, oldest first; runs until `stop` is set.
 
         A message is marked sent only after the bus confirmed it, so a crash in between
-        sends it again (consumers drop the duplicate by message id).
+        sends it again (consumers drop the duplicate by message id). Messages written in this
+        process wake the relay at once; other processes' are found by polling every `poll` s.
         """
         store: Any = self.orchestrator.store
+        signal: OutboxSignal = getattr(store, "outbox_signal", None) or OutboxSignal()
         sent = 0
         while stop is None or not stop.is_set():
+            written = signal.arm()  # before the read: a message written after it wakes us
             pending = await store.pending_messages(batch)
             if pending:
                 try:
@@ -206,6 +208,8 @@ class Choreography:
                 continue
             if stop is None:
                 return sent
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll)
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((written, stopping), timeout=poll,
+                               return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
         return sent

@@ -32,9 +32,15 @@ class Event:
     causation_id: str | None = None
     timestamp: float = attrs.field(factory=time.time)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The event's fields as a dict (what `to_json` encodes)."""
+        return {"type": self.type, "payload": self.payload,
+                "correlation_id": self.correlation_id, "message_id": self.message_id,
+                "causation_id": self.causation_id, "timestamp": self.timestamp}
+
     def to_json(self) -> str:
         """The event as JSON text (a `SagaError` if its payload is not JSON)."""
-        return to_json(attrs.asdict(self), f"the payload of event {self.type!r}")
+        return to_json(self.as_dict(), f"the payload of event {self.type!r}")
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Event:
@@ -44,9 +50,10 @@ class Event:
             raise ValueError(f"not an event: {str(raw)[:200]!r}")
         if not isinstance(raw.get("payload", {}), dict):
             raise ValueError(f"event {raw['type']!r} has a payload that is not a JSON object")
-        return cls(**{f.name: raw[f.name] for f in attrs.fields(cls) if f.name in raw})
+        return cls(**{name: raw[name] for name in _FIELDS if name in raw})
 
 
+_FIELDS = tuple(f.name for f in attrs.fields(Event))
 Handler = Callable[[Event], Awaitable[object] | object]
 
 

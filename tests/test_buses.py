@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
+import attrs
 import pytest
 from structlog.testing import capture_logs
 
@@ -82,6 +83,14 @@ async def settle(bus: Any) -> None:
 
 
 # --- the conformance suite: both buses ---------------------------------------------------
+
+
+def test_an_event_as_a_dict_has_exactly_its_fields() -> None:
+    event = Event("FlightBooked", {"flight": "LH1", "seats": [1]}, correlation_id="t1",
+                  causation_id="m0", timestamp=1700000000.5)
+
+    assert attrs.asdict(event) == event.as_dict()
+    assert event == Event.from_json(event.to_json())
 
 
 async def test_both_buses_are_event_buses(buses: Buses) -> None:

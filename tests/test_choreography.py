@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from statesaga import InMemoryStore, Orchestrator, SagaDefinitionError, SagaStateMachine
-from statesaga.choreography import command, deliver, waits_for
+from statesaga import (
+    InMemoryBus,
+    InMemoryStore,
+    Orchestrator,
+    SagaDefinitionError,
+    SagaStateMachine,
+    SQLiteStore,
+)
+from statesaga.choreography import Choreography, command, deliver, waits_for
 from statesaga.contract import check_contract
 from statesaga.events import Event
 from statesaga.examples.trip_choreography import build_participants, build_trip_choreography
@@ -61,6 +70,27 @@ async def test_a_choreographed_trip_completes_through_its_events() -> None:
     assert ["BookFlight", "BookHotel", "ChargePayment"] == h.commands("c1")
     assert ["booking_flight", "booking_hotel", "charging_payment", "completed"] == [
         t.dest for t in record.history]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_the_relay_sends_a_command_written_in_its_process_without_waiting_for_its_poll(
+        kind: str, tmp_path: Path) -> None:
+    store = InMemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db")
+    orch = Orchestrator(store=store, sagas=[build_trip_choreography()])
+    bus = InMemoryBus()
+    got: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+    await bus.subscribe("BookFlight", got.set_result)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(Choreography(orch, bus).relay(poll=3600, stop=stop))
+    for _ in range(3):  # the relay finds the outbox empty and waits (up to an hour)
+        await asyncio.sleep(0)
+
+    await orch.run(build_trip_choreography(), {"flight": "LH1"}, saga_id="t1")
+    command = await asyncio.wait_for(got, 30)  # a guard against a hang, not a timing
+
+    stop.set()
+    assert ("BookFlight", "t1") == (command.type, command.correlation_id)
+    assert 1 == await relay
 
 
 @pytest.mark.parametrize(("fail_at", "undo"), [

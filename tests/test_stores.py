@@ -484,6 +484,20 @@ async def test_outbox_messages_wait_oldest_first_until_marked_sent(store: Any) -
     assert [pending[2]] == await store.pending_messages(limit=1)
 
 
+async def test_every_write_with_outbox_messages_wakes_a_relay_waiting_in_this_process(
+        store: Any) -> None:
+    woken = []
+    for write in (lambda: create(store, saga(), messages=({"n": 1},)),
+                  lambda: store.commit(step("s1", 2, "book", "pay", messages=({"n": 2},))),
+                  lambda: store.participant_apply("hotel", "s1", "m1", {}, [{"n": 3}]),
+                  lambda: store.commit(step("s1", 3, "pay", "ship"))):
+        armed = store.outbox_signal.arm()
+        await write()
+        woken.append(armed.done())
+
+    assert [True, True, True, False] == woken  # the last commit wrote no message
+
+
 async def test_a_participant_applies_each_message_once(store: Any) -> None:
     assert None is await store.participant_state("hotel", "s1")
 

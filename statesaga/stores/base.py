@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 from collections.abc import Sequence
@@ -11,11 +12,40 @@ import attrs
 
 from ..records import SagaRecord, SagaStatus, Transition
 
+_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
 
 def message_json(message: Any) -> str:
     """An outbox message (an attrs record such as `Event`, or a dict) as JSON text."""
-    return json.dumps(attrs.asdict(message) if attrs.has(type(message)) else message,
-                      default=str, separators=(",", ":"))
+    as_dict = getattr(message, "as_dict", None)  # an Event: its fields, without attrs.asdict
+    if as_dict is not None:
+        return _encode(as_dict())
+    return _encode(attrs.asdict(message) if attrs.has(type(message)) else message)
+
+
+class OutboxSignal:
+    """Wakes a relay in this process as soon as a transaction put messages in the outbox,
+    so it need not wait for its next poll (writers in other processes are still polled)."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def arm(self) -> asyncio.Future[None]:
+        """The future the next `notify` completes; arm before reading the outbox, so that a
+        message written in between is not missed."""
+        future = self._future
+        if future is None or future.done() or future.get_loop() is not _loop():
+            future = self._future = _loop().create_future()
+        return future
+
+    def notify(self) -> None:
+        future, self._future = self._future, None
+        if future is not None and not future.done() and not future.get_loop().is_closed():
+            future.set_result(None)
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
 
 
 @attrs.frozen

@@ -11,7 +11,7 @@ import attrs
 from ..codec import from_json, to_json
 from ..exceptions import DuplicateMessage, SagaConflict, SagaNotFound
 from ..records import SagaRecord, SagaStatus, Transition
-from .base import Commit, message_json
+from .base import Commit, OutboxSignal, message_json
 
 _UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 
@@ -44,6 +44,7 @@ class InMemoryStore:
         self._inbox: set[tuple[str, str]] = set()
         self._outbox: list[tuple[int, str, str, bool]] = []  # id, saga_id, message, sent
         self._participants: dict[tuple[str, str], str] = {}
+        self.outbox_signal = OutboxSignal()
 
     async def create(
         self, record: SagaRecord, *, data_json: str, owner: str | None,
@@ -157,6 +158,8 @@ class InMemoryStore:
     def _send(self, saga_id: str, messages: Sequence[Any]) -> None:
         for m in messages:
             self._outbox.append((len(self._outbox) + 1, saga_id, message_json(m), False))
+        if messages:
+            self.outbox_signal.notify()
 
     async def pending_messages(self, limit: int = 100) -> builtins.list[tuple[int, str]]:
         """Outbox messages not yet sent, oldest first: (id, JSON text)."""

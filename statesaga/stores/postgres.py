@@ -16,7 +16,7 @@ from ..codec import to_json
 from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
 from . import _sql
-from .base import Commit
+from .base import Commit, OutboxSignal
 from .urls import redact
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -131,6 +131,7 @@ class PostgresStore:
         self._idle: list[Any] = []  # connections kept out of the pool: no acquire per call
         self._waiting = 0  # calls waiting for the pool: a connection done goes back to it
         self._opening = asyncio.Lock()
+        self.outbox_signal = OutboxSignal()
 
     # -- the saga log --------------------------------------------------------------------
 
@@ -150,6 +151,8 @@ class PostgresStore:
         async with self._connection() as conn:
             if not await conn.fetchval(self._create[many, bool(messages)], *args):
                 raise _sql.exists(record.saga_id)
+        if messages:
+            self.outbox_signal.notify()
 
     async def load(self, saga_id: str) -> SagaRecord:
         async with self._connection() as conn, self._snapshot(conn):
@@ -178,6 +181,8 @@ class PostgresStore:
                 found = await conn.fetchrow(self._q["SELECT_REVISION"], commit.saga_id,
                                             commit.inbox)
                 _sql.missed(commit, found, self.url)
+        if commit.messages:
+            self.outbox_signal.notify()
         abort: str | None = done[0]
         return abort
 
@@ -251,6 +256,8 @@ class PostgresStore:
         async with self._connection() as conn:
             applied = await conn.fetchval(self._apply, participant, key, message_id,
                                           datetime.now(UTC), state_json, outbox)
+        if applied and outbox:
+            self.outbox_signal.notify()
         return bool(applied)
 
     # -- the pool ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from ..codec import to_json
 from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
 from . import _sql
-from .base import Commit
+from .base import Commit, OutboxSignal
 
 T = TypeVar("T")
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
@@ -70,6 +70,7 @@ class SQLiteStore:
         self._batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] \
             | None = None
         self.batches = 0  # transactions that carried commits (fewer than commits: grouped)
+        self.outbox_signal = OutboxSignal()
 
     # -- the saga log --------------------------------------------------------------------
 
@@ -90,6 +91,8 @@ class SQLiteStore:
                 conn.executemany(_Q["INSERT_MESSAGE"], outbox)
 
         await self._run(write)
+        if outbox:
+            self.outbox_signal.notify()
 
     async def load(self, saga_id: str) -> SagaRecord:
         def read(conn: sqlite3.Connection) -> SagaRecord:
@@ -124,7 +127,10 @@ class SQLiteStore:
             abort: str | None = done[0][0]
             return abort
 
-        return await self._grouped(write)
+        abort = await self._grouped(write)
+        if commit.messages:
+            self.outbox_signal.notify()
+        return abort
 
     async def list(
         self, *, status: SagaStatus | None = None, name: str | None = None,
@@ -182,7 +188,7 @@ class SQLiteStore:
     async def pending_messages(self, limit: int = 100) -> builtins.list[tuple[int, str]]:
         """Outbox messages not yet sent, oldest first: (id, JSON text)."""
         rows = await self._run(
-            lambda conn: conn.execute(_Q["PENDING_MESSAGES"], (limit,)).fetchall(), "BEGIN")
+            lambda conn: conn.execute(_Q["PENDING_MESSAGES"], (limit,)).fetchall(), None)
         return [(row[0], row[1]) for row in rows]
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
@@ -192,7 +198,7 @@ class SQLiteStore:
     async def participant_state(self, participant: str, key: str) -> dict[str, Any] | None:
         """A participant's state for one saga (None before its first message)."""
         row = await self._run(lambda conn: conn.execute(
-            _Q["PARTICIPANT_STATE"], (participant, key)).fetchone(), "BEGIN")
+            _Q["PARTICIPANT_STATE"], (participant, key)).fetchone(), None)
         return None if row is None else _sql.participant_state(row[0], participant, key,
                                                                 self.url)
 
@@ -211,7 +217,10 @@ class SQLiteStore:
                 conn.executemany(_Q["INSERT_MESSAGE"], outbox)
             return True
 
-        return await self._run(write)
+        applied = await self._run(write)
+        if applied and outbox:
+            self.outbox_signal.notify()
+        return applied
 
     def reopen(self) -> SQLiteStore:
         """The same file through a new connection, as a fresh process would open it."""
@@ -268,8 +277,10 @@ class SQLiteStore:
         return await own  # type: ignore[no-any-return]
 
     async def _run(self, body: Callable[[sqlite3.Connection], T],
-                   begin: str = "BEGIN IMMEDIATE") -> T:
-        """Run `body` in one transaction, waiting (without blocking the loop) for the lock."""
+                   begin: str | None = "BEGIN IMMEDIATE") -> T:
+        """Run `body` in one transaction, waiting (without blocking the loop) for the lock.
+
+        `begin` None: `body` is one statement, its own transaction (no BEGIN and COMMIT)."""
         deadline, delay = time.monotonic() + self.busy_timeout, 0.001
         while True:
             try:
@@ -348,8 +359,10 @@ def _savepoint(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]
     return True, result
 
 
-def _transaction(conn: sqlite3.Connection, begin: str, body: Callable[[sqlite3.Connection], T],
-                 ) -> T:
+def _transaction(conn: sqlite3.Connection, begin: str | None,
+                 body: Callable[[sqlite3.Connection], T]) -> T:
+    if begin is None:
+        return body(conn)
     conn.execute(begin)
     try:
         result = body(conn)
