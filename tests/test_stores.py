@@ -876,34 +876,3 @@ def test_importing_statesaga_and_its_stores_does_not_import_asyncpg() -> None:
                          check=True)
 
     assert "False" == out.stdout.strip()
-
-
-async def test_sqlite_commits_ready_together_share_one_transaction(tmp_path: Path) -> None:
-    from statesaga import Orchestrator, SagaStateMachine
-
-    store = SQLiteStore(tmp_path / "group.db")
-    m = SagaStateMachine("grouped")
-    for name in ("a", "b", "c"):
-        m.step(name, lambda ctx: None, compensation=lambda ctx: None)
-    orch = Orchestrator(store=store)
-    records = await asyncio.gather(*(orch.run(m, saga_id=f"g{i}") for i in range(16)))
-    assert 16 * ["completed"] == [r.state for r in records]
-    assert 16 * 3 > store.batches  # 48 step commits, far fewer transactions
-    for r in records:
-        assert r == await store.load(r.saga_id)
-    await store.close()
-
-
-async def test_a_conflict_in_a_group_fails_only_its_own_saga(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "group.db")
-    await create(store, saga("s1"))
-    await create(store, saga("s2"))
-    stale = step("s1", 5, "book", "pay")  # s1 is at revision 1: this one conflicts
-    fine = step("s2", 2, "book", "pay", result={"ok": True})
-    outcome = await asyncio.gather(store.commit(stale), store.commit(fine),
-                                   return_exceptions=True)
-    assert isinstance(outcome[0], SagaConflict)
-    assert outcome[1] is None
-    assert (1, 2) == ((await store.load("s1")).revision, (await store.load("s2")).revision)
-    assert {"book": {"ok": True}} == (await store.load("s2")).results
-    await store.close()

@@ -16,65 +16,21 @@ from ..codec import to_json
 from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
 from . import _sql
+from ._group import GroupCommit, Outcome
+from ._pg_sql import (
+    APPLY,
+    CLAIM,
+    HISTORY,
+    TYPES,
+    commit_many_sql,
+    commit_sql,
+    create_many_sql,
+    create_sql,
+)
 from .base import Commit, OutboxSignal
 from .urls import redact
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-# The types of the transitions' columns, in `_sql.INSERT_TRANSITION` order (saga_id ... result).
-_TYPES = ("text", "bigint", "timestamptz", "text", "text", "text", "text", "int", "text",
-          "float8", "text", "text", "text")
-_TRANSITION = ("INSERT INTO {s}transitions (saga_id, seq, at, source, dest, event, step, "
-               "attempt, error, duration, reason, worker, result) ")
-# A new saga's history: the transition's columns but the first (saga_id) and the last (result).
-_HISTORY = slice(1, len(_TYPES) - 1)
-_OUTBOX = ("INSERT INTO {{s}}outbox (saga_id, message, created_at) SELECT $1, "
-           "m.message, ${at} FROM s, unnest(${n}::text[]) WITH ORDINALITY AS m(message, i) "
-           "ORDER BY m.i")
-
-
-# A participant's handling of one message ($3), gated on its inbox row (none: a duplicate).
-_APPLY = f"""WITH i AS ({_sql.CONSUME} RETURNING 1),
-    p AS (INSERT INTO {{s}}participants (participant, saga_key, state, updated_at)
-          SELECT $1, $2, $5, $4 FROM i ON CONFLICT (participant, saga_key)
-          DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at),
-    o AS (INSERT INTO {{s}}outbox (saga_id, message, created_at) SELECT $2, m.message, $4
-          FROM i, unnest($6::text[]) WITH ORDINALITY AS m(message, n) ORDER BY m.n)
-    SELECT count(*) FROM i"""
-
-
-def _create_sql(many: bool, outbox: bool) -> str:
-    """One statement: the saga ($1-$15), its history ($16-$26: arrays if `many`), messages."""
-    history = [f"${16 + i}::{t}{'[]' if many else ''}" for i, t in enumerate(_TYPES[_HISTORY])]
-    source = (f"s.saga_id, h.*, NULL FROM s, unnest({', '.join(history)}) AS h" if many
-              else f"s.saga_id, {', '.join(history)}, NULL FROM s")
-    sql = (f"WITH s AS ({_sql.INSERT_SAGA} RETURNING saga_id), "
-           f"h AS ({_TRANSITION}SELECT {source})")
-    if outbox:
-        sql += ", o AS (" + _OUTBOX.format(at=9, n=16 + len(history)) + ")"
-    return sql + " SELECT count(*) FROM s"
-
-
-def _commit_sql(outbox: bool, inbox: bool) -> str:
-    """One statement: the update ($1-$10), the transition ($11-$20), messages, the inbox."""
-    values = ["$1", "$2", "$6", *(f"${8 + i}::{t}" for i, t in enumerate(_TYPES) if i > 2)]
-    sql = (f"WITH s AS ({_sql.UPDATE_SAGA}), t AS ({_TRANSITION}SELECT {', '.join(values)} "
-           "FROM s)")
-    n = 8 + len(_TYPES)
-    if outbox:
-        sql += ", o AS (" + _OUTBOX.format(at=6, n=n) + ")"
-        n += 1
-    if inbox:
-        sql += (", i AS (INSERT INTO {s}inbox (consumer, message_id, saga_id, consumed_at) "
-                f"SELECT 'saga', ${n}::text, $1, $6 FROM s)")
-    return sql + " SELECT abort_reason FROM s"
-
-
-_CLAIM = """WITH c AS ({candidates})
-    UPDATE {s}sagas AS s SET owner = {owner}, lease_until = {until}, revision = s.revision + 1,
-        status = CASE c.status WHEN 'pending' THEN 'running' ELSE c.status END
-    FROM c WHERE s.saga_id = c.saga_id
-    RETURNING s.saga_id, s.name, s.version, s.state, c.status, s.data, s.error, s.revision,
-        s.created_at, s.updated_at, s.deadline_at, s.n"""
 
 
 def _ts(at: datetime) -> datetime:
@@ -122,16 +78,20 @@ class PostgresStore:
         self._q = {name: self._d(getattr(_sql, name)) for name in (
             "SELECT_SAGA", "SELECT_REVISION", "SELECT_HISTORY", "SELECT_HISTORIES", "RENEW",
             "RELEASE", "REQUEST_ABORT", "PENDING_MESSAGES", "MARK_SENT", "PARTICIPANT_STATE")}
-        self._apply = self._d(_APPLY)
-        self._create = {(many, outbox): self._d(_create_sql(many, outbox))
+        self._apply = self._d(APPLY)
+        self._create = {(many, outbox): self._d(create_sql(many, outbox))
                         for many in (False, True) for outbox in (False, True)}
-        self._commit = {(outbox, inbox): self._d(_commit_sql(outbox, inbox))
+        self._commit = {(outbox, inbox): self._d(commit_sql(outbox, inbox))
                         for outbox in (False, True) for inbox in (False, True)}
         self._pool: Any = None
         self._idle: list[Any] = []  # connections kept out of the pool: no acquire per call
         self._waiting = 0  # calls waiting for the pool: a connection done goes back to it
         self._opening = asyncio.Lock()
         self.outbox_signal = OutboxSignal()
+        self._grouped: GroupCommit[Commit] = GroupCommit(self._flush)
+        self._commit_many = self._d(commit_many_sql())
+        self._grouped_create: GroupCommit[builtins.list[Any]] = GroupCommit(self._flush_creates)
+        self._create_many = self._d(create_many_sql())
 
     # -- the saga log --------------------------------------------------------------------
 
@@ -143,9 +103,13 @@ class PostgresStore:
         saga = _sql.saga_row(record, data_json, owner, lease_until, waiting, wake_at, _ts)
         rows = _sql.history_rows(record, _ts)
         many = len(rows) != 1  # one transition (the usual start): plain parameters
-        history = ((list(zip(*rows, strict=True)) or [()] * len(_TYPES))[_HISTORY] if many
-                   else rows[0][_HISTORY])
+        history = ((list(zip(*rows, strict=True)) or [()] * len(TYPES))[HISTORY] if many
+                   else rows[0][HISTORY])
         args = [*saga, *history]
+        if not many and not messages:  # the usual start: grouped with others ready now
+            if not await self._grouped_create(args, record.saga_id):
+                raise _sql.exists(record.saga_id)
+            return
         if messages:
             args.append([m[1] for m in _sql.message_rows(record.saga_id, messages, None)])
         async with self._connection() as conn:
@@ -153,6 +117,20 @@ class PostgresStore:
                 raise _sql.exists(record.saga_id)
         if messages:
             self.outbox_signal.notify()
+
+    async def _flush_creates(self, rows: builtins.list[builtins.list[Any]]
+                             ) -> builtins.list[Outcome]:
+        """New sagas that are ready together: one statement; True for each one created."""
+        async with self._connection() as conn:
+            if len(rows) > 1:
+                try:
+                    created = {r[0] for r in await conn.fetch(
+                        self._create_many, *zip(*rows, strict=True))}
+                    return [(True, row[0] in created) for row in rows]
+                except self._asyncpg.PostgresError:  # one id twice, say: one by one
+                    pass
+            return [(True, bool(await conn.fetchval(self._create[False, False], *row)))
+                    for row in rows]
 
     async def load(self, saga_id: str) -> SagaRecord:
         async with self._connection() as conn, self._snapshot(conn):
@@ -163,6 +141,45 @@ class PostgresStore:
         return _sql.decode(row, history, _ts, self.url)
 
     async def commit(self, commit: Commit) -> str | None:
+        if commit.messages or commit.inbox is not None:
+            abort = await self._commit_one(commit)
+            if commit.messages:
+                self.outbox_signal.notify()
+            return abort
+        grouped: str | None = await self._grouped(commit, commit.saga_id)
+        return grouped
+
+    async def _flush(self, commits: builtins.list[Commit]) -> builtins.list[Outcome]:
+        """Plain commits that are ready together: one statement, one transaction."""
+        if len(commits) == 1:
+            return [(True, await self._commit_one(commits[0]))]
+        rows = [(*update, *transition[3:]) for update, transition in
+                (_sql.commit_rows(c, _ts) for c in commits)]
+        outcomes: builtins.list[Outcome] = []
+        async with self._connection() as conn:
+            try:
+                moved = await conn.fetch(self._commit_many, *zip(*rows, strict=True))
+            except self._asyncpg.PostgresError:  # two writers of one saga, say: one by one
+                moved = None
+            aborts = {row[0]: row[1] for row in moved or ()}
+            for c in commits if moved is not None else ():
+                if c.saga_id in aborts:
+                    outcomes.append((True, aborts[c.saga_id]))
+                    continue
+                found = await conn.fetchrow(self._q["SELECT_REVISION"], c.saga_id, None)
+                try:
+                    _sql.missed(c, found, self.url)
+                except SagaError as exc:  # this saga's own conflict
+                    outcomes.append((False, exc))
+        if moved is None:  # with the connection given back: each commit takes its own
+            for c in commits:
+                try:
+                    outcomes.append((True, await self._commit_one(c)))
+                except SagaError as exc:
+                    outcomes.append((False, exc))
+        return outcomes
+
+    async def _commit_one(self, commit: Commit) -> str | None:
         update, transition = _sql.commit_rows(commit, _ts)
         args = [*update, *transition[3:]]
         if commit.messages:
@@ -181,8 +198,6 @@ class PostgresStore:
                 found = await conn.fetchrow(self._q["SELECT_REVISION"], commit.saga_id,
                                             commit.inbox)
                 _sql.missed(commit, found, self.url)
-        if commit.messages:
-            self.outbox_signal.notify()
         abort: str | None = done[0]
         return abort
 
@@ -203,7 +218,7 @@ class PostgresStore:
         candidates, params = self._d.claimable(
             "saga_id, status", now=now, limit=limit, definitions=definitions, saga_id=saga_id,
             lock=" FOR UPDATE SKIP LOCKED")
-        sql = self._d(_CLAIM.replace("{candidates}", candidates).replace(
+        sql = self._d(CLAIM.replace("{candidates}", candidates).replace(
             "{owner}", f"${len(params) + 1}").replace("{until}", f"${len(params) + 2}"))
         while True:  # corrupt sagas stay leased (out of the way), logged and skipped
             async with self._connection() as conn:
@@ -261,6 +276,11 @@ class PostgresStore:
         return bool(applied)
 
     # -- the pool ------------------------------------------------------------------------
+
+    @property
+    def batches(self) -> int:
+        """Transactions that carried plain commits (fewer than the commits: grouped)."""
+        return self._grouped.batches
 
     def reopen(self) -> PostgresStore:
         """The same database and schema through a new pool, as a fresh process would open it."""

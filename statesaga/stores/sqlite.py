@@ -17,6 +17,7 @@ from ..codec import to_json
 from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
 from . import _sql
+from ._group import GroupCommit, Outcome
 from .base import Commit, OutboxSignal
 
 T = TypeVar("T")
@@ -67,9 +68,8 @@ class SQLiteStore:
         self.url = f"sqlite:///{self.path}" + ("?durability=normal" if durability == "normal"
                                                 else "")
         self._conn: sqlite3.Connection | None = None
-        self._batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] \
-            | None = None
-        self.batches = 0  # transactions that carried commits (fewer than commits: grouped)
+        self._grouped: GroupCommit[Callable[[sqlite3.Connection], Any]] = GroupCommit(
+            self._flush)
         self.outbox_signal = OutboxSignal()
 
     # -- the saga log --------------------------------------------------------------------
@@ -124,10 +124,10 @@ class SQLiteStore:
             if commit.messages:
                 conn.executemany(_Q["INSERT_MESSAGE"],
                                  _sql.message_rows(commit.saga_id, commit.messages, at))
-            abort: str | None = done[0][0]
-            return abort
+            reason: str | None = done[0][0]
+            return reason
 
-        abort = await self._grouped(write)
+        abort: str | None = await self._grouped(write, commit.saga_id)
         if commit.messages:
             self.outbox_signal.notify()
         return abort
@@ -222,6 +222,11 @@ class SQLiteStore:
             self.outbox_signal.notify()
         return applied
 
+    @property
+    def batches(self) -> int:
+        """Transactions that carried commits (fewer than the commits: grouped)."""
+        return self._grouped.batches
+
     def reopen(self) -> SQLiteStore:
         """The same file through a new connection, as a fresh process would open it."""
         return SQLiteStore(self.path, durability=self.durability, busy_timeout=self.busy_timeout)
@@ -238,43 +243,12 @@ class SQLiteStore:
 
     # -- transactions ------------------------------------------------------------------
 
-    async def _grouped(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Group commit: commits that are ready together share one transaction (one fsync).
-
-        The first commit yields once, so that other sagas ready to commit join it; each
-        commit runs under its own savepoint, so one saga's conflict fails only that saga,
-        and every saga still waits for the transaction that holds its own commit.
-        """
-        loop = asyncio.get_running_loop()
-        if self._batch is not None:
-            joined: asyncio.Future[Any] = loop.create_future()
-            self._batch.append((body, joined))
-            return await joined  # type: ignore[no-any-return]
-        own: asyncio.Future[Any] = loop.create_future()
-        batch = self._batch = [(body, own)]
-        try:
-            await asyncio.sleep(0)
-        finally:
-            self._batch = None
-        outcomes: list[tuple[bool, Any]]
-        try:
-            if len(batch) == 1:  # alone: no savepoint needed
-                outcomes = [(True, await self._run(body))]
-            else:
-                outcomes = await self._run(lambda c: [_savepoint(c, b) for b, _ in batch])
-        except Exception as exc:  # the whole transaction failed: every commit in it did
-            outcomes = [(False, exc)] * len(batch)
-        except BaseException:  # cancelled while waiting for the lock: nothing was written
-            for _, fut in batch[1:]:
-                fut.cancel()
-            raise
-        self.batches += 1
-        for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-        return await own  # type: ignore[no-any-return]
+    async def _flush(self, bodies: builtins.list[Callable[[sqlite3.Connection], Any]]
+                     ) -> builtins.list[Outcome]:
+        """Write grouped commits in one transaction, each under its own savepoint."""
+        if len(bodies) == 1:  # alone: no savepoint needed
+            return [(True, await self._run(bodies[0]))]
+        return await self._run(lambda c: [_savepoint(c, b) for b in bodies])
 
     async def _run(self, body: Callable[[sqlite3.Connection], T],
                    begin: str | None = "BEGIN IMMEDIATE") -> T:

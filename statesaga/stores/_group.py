@@ -1,0 +1,97 @@
+"""Group commit: commits that become ready while one is being written share the next transaction.
+
+Used by the SQLite and PostgreSQL stores. One batch is written at a time; commits that arrive
+meanwhile queue up, and the next batch takes them all (after one turn of the event loop, so
+that the sagas just released by the previous batch join it too). Each saga still waits for the
+transaction that holds its own commit before its next action, so write-ahead holds; one saga's
+conflict fails only that saga (the store's `flush` reports an outcome per commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+Outcome = tuple[bool, Any]  # (True, result) or (False, the exception for that commit)
+_Queued = list[tuple[T, "asyncio.Future[Any]"]]
+
+
+class GroupCommit(Generic[T]):
+    """Queues commits and hands them to `flush` in batches, one batch at a time."""
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[list[Outcome]]], *,
+                 writers: int = 1, batch: int = 1000) -> None:
+        self._flush = flush
+        self.writers, self.batch = writers, batch  # batches written at once; commits in one
+        self._queue: _Queued[T] = []
+        self._writing = 0
+        self._drainers: set[asyncio.Task[None]] = set()
+        self._together = 1  # the last batch's size
+        self._last = ""  # the saga that wrote last
+        self.batches = 0  # transactions that carried commits (fewer than commits: grouped)
+
+    async def __call__(self, item: T, saga_id: str) -> Any:
+        """Commit `item` (a write of `saga_id`) in the next batch; its result or exception."""
+        own: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, own))
+        alone, self._last = saga_id == self._last, saga_id
+        try:
+            if self._writing >= self.writers:  # batches are being written: ours goes next
+                return await own
+            self._writing += 1  # we write this batch ourselves (no task: the idle case)
+            try:
+                await self._next_batch(alone)
+            finally:
+                if self._queue:  # commits came meanwhile: a task writes them, we go on
+                    drainer = asyncio.ensure_future(self._drain())
+                    self._drainers.add(drainer)
+                    drainer.add_done_callback(self._drainers.discard)
+                else:
+                    self._writing -= 1
+            return await own
+        except asyncio.CancelledError:  # not taken into a batch yet: it is never written
+            self._queue = [(i, f) for i, f in self._queue if f is not own]
+            raise
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                await self._next_batch(False)
+        finally:
+            self._writing -= 1
+
+    async def _next_batch(self, alone: bool) -> None:
+        """Write the next batch. Unless one saga alone is writing (the same one as last time,
+        and no other in the last batch), wait one turn first, so that every saga ready to
+        commit joins it: with SQLite, whose writes never yield, only that wait groups them."""
+        if not alone or self._together > 1:
+            await asyncio.sleep(0)
+        batch, self._queue = self._queue[:self.batch], self._queue[self.batch:]
+        if len(batch) == 1:
+            await self._write(batch)
+            return
+        # Shielded: if the caller that writes it is cancelled, the others' commits still land.
+        await asyncio.shield(asyncio.ensure_future(self._write(batch)))
+
+    async def _write(self, batch: _Queued[T]) -> None:
+        """Flush the batch and settle every commit's future with its own outcome."""
+        try:
+            outcomes = await self._flush([item for item, _ in batch])
+        except Exception as exc:  # the whole transaction failed: every commit in it did
+            outcomes = [(False, exc)] * len(batch)
+        except BaseException:  # a lone commit cancelled (by its own caller) before it wrote
+            for _, fut in batch:
+                fut.cancel()
+            raise
+        self.batches += 1
+        self._together = len(batch)
+        for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+            if fut.done():  # its caller was cancelled meanwhile
+                if not ok:
+                    continue
+            elif ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)

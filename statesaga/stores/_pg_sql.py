@@ -1,0 +1,113 @@
+"""The PostgreSQL store's own statements: one round trip per call, built from `_sql`'s parts."""
+
+from __future__ import annotations
+
+from . import _sql
+
+# The types of the transitions' columns, in `_sql.INSERT_TRANSITION` order (saga_id ... result).
+TYPES = ("text", "bigint", "timestamptz", "text", "text", "text", "text", "int", "text",
+         "float8", "text", "text", "text")
+TRANSITION = ("INSERT INTO {s}transitions (saga_id, seq, at, source, dest, event, step, "
+              "attempt, error, duration, reason, worker, result) ")
+# A new saga's history: the transition's columns but the first (saga_id) and the last (result).
+HISTORY = slice(1, len(TYPES) - 1)
+OUTBOX = ("INSERT INTO {{s}}outbox (saga_id, message, created_at) SELECT $1, "
+          "m.message, ${at} FROM s, unnest(${n}::text[]) WITH ORDINALITY AS m(message, i) "
+          "ORDER BY m.i")
+
+
+# A participant's handling of one message ($3), gated on its inbox row (none: a duplicate).
+APPLY = f"""WITH i AS ({_sql.CONSUME} RETURNING 1),
+    p AS (INSERT INTO {{s}}participants (participant, saga_key, state, updated_at)
+          SELECT $1, $2, $5, $4 FROM i ON CONFLICT (participant, saga_key)
+          DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at),
+    o AS (INSERT INTO {{s}}outbox (saga_id, message, created_at) SELECT $2, m.message, $4
+          FROM i, unnest($6::text[]) WITH ORDINALITY AS m(message, n) ORDER BY m.n)
+    SELECT count(*) FROM i"""
+
+
+def create_sql(many: bool, outbox: bool) -> str:
+    """One statement: the saga ($1-$15), its history ($16-$26: arrays if `many`), messages."""
+    history = [f"${16 + i}::{t}{'[]' if many else ''}" for i, t in enumerate(TYPES[HISTORY])]
+    source = (f"s.saga_id, h.*, NULL FROM s, unnest({', '.join(history)}) AS h" if many
+              else f"s.saga_id, {', '.join(history)}, NULL FROM s")
+    sql = (f"WITH s AS ({_sql.INSERT_SAGA} RETURNING saga_id), "
+           f"h AS ({TRANSITION}SELECT {source})")
+    if outbox:
+        sql += ", o AS (" + OUTBOX.format(at=9, n=16 + len(history)) + ")"
+    return sql + " SELECT count(*) FROM s"
+
+
+def commit_sql(outbox: bool, inbox: bool) -> str:
+    """One statement: the update ($1-$10), the transition ($11-$20), messages, the inbox."""
+    values = ["$1", "$2", "$6", *(f"${8 + i}::{t}" for i, t in enumerate(TYPES) if i > 2)]
+    sql = (f"WITH s AS ({_sql.UPDATE_SAGA}), t AS ({TRANSITION}SELECT {', '.join(values)} "
+           "FROM s)")
+    n = 8 + len(TYPES)
+    if outbox:
+        sql += ", o AS (" + OUTBOX.format(at=6, n=n) + ")"
+        n += 1
+    if inbox:
+        sql += (", i AS (INSERT INTO {s}inbox (consumer, message_id, saga_id, consumed_at) "
+                f"SELECT 'saga', ${n}::text, $1, $6 FROM s)")
+    return sql + " SELECT abort_reason FROM s"
+
+
+CLAIM = """WITH c AS ({candidates})
+    UPDATE {s}sagas AS s SET owner = {owner}, lease_until = {until}, revision = s.revision + 1,
+        status = CASE c.status WHEN 'pending' THEN 'running' ELSE c.status END
+    FROM c WHERE s.saga_id = c.saga_id
+    RETURNING s.saga_id, s.name, s.version, s.state, c.status, s.data, s.error, s.revision,
+        s.created_at, s.updated_at, s.deadline_at, s.n"""
+
+# The columns of a saga row, in `_sql.saga_row` order.
+_SAGA = (("saga_id", "text"), ("name", "text"), ("version", "text"), ("state", "text"),
+         ("status", "text"), ("data", "text"), ("error", "text"), ("revision", "bigint"),
+         ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
+         ("deadline_at", "timestamptz"), ("owner", "text"), ("lease_until", "float8"),
+         ("waiting", "boolean"), ("wake_at", "float8"))
+# A new saga's first transition: the transition's columns but saga_id and result (`HISTORY`).
+_FIRST = tuple(zip(("h_seq", "h_at", "h_source", "h_dest", "h_event", "h_step", "h_attempt",
+                    "h_error", "h_duration", "h_reason", "h_worker"), TYPES[HISTORY],
+                   strict=True))
+# The columns of a commit, in `_sql.update_row` order then the transition's from `source` on.
+_COMMIT = (("saga_id", "text"), ("revision", "bigint"), ("state", "text"), ("status", "text"),
+           ("error", "text"), ("at", "timestamptz"), ("owner", "text"),
+           ("lease_until", "float8"), ("waiting", "boolean"), ("wake_at", "float8"),
+           *((f"t_{name}", kind) for name, kind in zip(
+               ("source", "dest", "event", "step", "attempt", "error", "duration", "reason",
+                "worker", "result"), TYPES[3:], strict=True)))
+
+
+def _unnest(columns: tuple[tuple[str, str], ...]) -> str:
+    """`c`: one row per saga from one array parameter per column ($1, $2, ...)."""
+    arrays = ", ".join(f"${i + 1}::{kind}[]" for i, (_, kind) in enumerate(columns))
+    return f"c AS (SELECT * FROM unnest({arrays}) AS c({', '.join(n for n, _ in columns)}))"
+
+
+def create_many_sql() -> str:
+    """One statement for many new sagas with one transition each and no messages (arrays in
+    `_sql.saga_row` then `HISTORY` order); returns the ids it created (not those taken)."""
+    saga = ", ".join(name for name, _ in _SAGA)
+    first = ", ".join(name for name, _ in _FIRST)
+    return f"""WITH {_unnest(_SAGA + _FIRST)},
+    s AS (INSERT INTO {{s}}sagas ({saga}) SELECT {saga} FROM c
+          ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id),
+    h AS ({TRANSITION}SELECT c.saga_id, {first}, NULL FROM c JOIN s ON s.saga_id = c.saga_id)
+    SELECT saga_id FROM s"""
+
+
+def commit_many_sql() -> str:
+    """One statement for many sagas' plain commits (no messages, no inbox), each a row of
+    arrays ($1-$20, as `commit_sql` takes them); returns the sagas it moved, with their
+    abort reasons. A saga at another revision is left alone (not returned)."""
+    return f"""WITH {_unnest(_COMMIT)},
+    s AS (UPDATE {{s}}sagas AS g SET revision = c.revision, state = c.state,
+          status = c.status, error = c.error, updated_at = c.at, owner = c.owner,
+          lease_until = c.lease_until, waiting = c.waiting, wake_at = c.wake_at
+          FROM c WHERE g.saga_id = c.saga_id AND g.revision = c.revision - 1
+          RETURNING g.saga_id, g.abort_reason),
+    t AS ({TRANSITION}SELECT c.saga_id, c.revision, c.at, c.t_source, c.t_dest, c.t_event,
+          c.t_step, c.t_attempt, c.t_error, c.t_duration, c.t_reason, c.t_worker, c.t_result
+          FROM c JOIN s ON s.saga_id = c.saga_id)
+    SELECT saga_id, abort_reason FROM s"""
