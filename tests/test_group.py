@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from test_stores import create, saga, step
 
-from statesaga import Orchestrator, PostgresStore, SagaConflict, SagaStateMachine, SQLiteStore
+from statesaga import (
+    Orchestrator,
+    PostgresStore,
+    SagaConflict,
+    SagaStateMachine,
+    SQLiteStore,
+)
 from statesaga.stores._group import GroupCommit, Outcome
 
 
@@ -155,3 +161,34 @@ async def test_the_batch_of_a_cancelled_writer_is_still_written_for_the_others()
     assert "B" == await other
     assert ["a", "b"] == flush.batches[-1]
     assert writer.cancelled()
+
+
+async def test_a_killed_postgres_batch_connection_is_replaced_and_nothing_is_lost(
+        postgres_dsn: str, pg_schema: str) -> None:
+    import asyncpg
+
+    store = PostgresStore(postgres_dsn, schema=pg_schema)
+    try:
+        for i in range(2):
+            await create(store, saga(f"s{i}"))
+        await asyncio.gather(*(store.commit(step(f"s{i}", 2, "book", "pay")) for i in range(2)))
+        killed = store._lanes["commits"]
+        conn = await asyncpg.connect(postgres_dsn)
+        await conn.execute("SELECT pg_terminate_backend($1)", killed.get_server_pid())
+        await conn.close()
+
+        tries = []
+        for _ in range(2):  # the first batch may still find the dead connection
+            after = await asyncio.gather(*(store.commit(step(f"s{i}", 3, "pay", "ship"))
+                                           for i in range(2)), return_exceptions=True)
+            tries.append([type(o).__name__ for o in after])
+            if after == [None, None]:
+                break
+        revisions = [(await store.load(f"s{i}")).revision for i in range(2)]
+        replaced = store._lanes["commits"] is not killed
+    finally:
+        await store.close()
+
+    assert tries in ([["NoneType"] * 2], [["StoreError"] * 2, ["NoneType"] * 2])
+    assert [3, 3] == revisions
+    assert replaced

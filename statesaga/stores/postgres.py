@@ -17,6 +17,7 @@ from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
 from . import _sql
 from ._group import GroupCommit, Outcome
+from ._pg_conn import Borrowed
 from ._pg_sql import (
     APPLY,
     CLAIM,
@@ -84,6 +85,7 @@ class PostgresStore:
         self._commit = {(outbox, inbox): self._d(commit_sql(outbox, inbox))
                         for outbox in (False, True) for inbox in (False, True)}
         self._pool: Any = None
+        self._lanes: dict[str, Any] = {}  # a connection per kind of grouped write
         self._idle: list[Any] = []  # connections kept out of the pool: no acquire per call
         self._waiting = 0  # calls waiting for the pool: a connection done goes back to it
         self._opening = asyncio.Lock()
@@ -121,16 +123,17 @@ class PostgresStore:
     async def _flush_creates(self, rows: builtins.list[builtins.list[Any]]
                              ) -> builtins.list[Outcome]:
         """New sagas that are ready together: one statement; True for each one created."""
-        async with self._connection() as conn:
-            if len(rows) > 1:
-                try:
-                    created = {r[0] for r in await conn.fetch(
-                        self._create_many, *zip(*rows, strict=True))}
-                    return [(True, row[0] in created) for row in rows]
-                except self._asyncpg.PostgresError:  # one id twice, say: one by one
-                    pass
-            return [(True, bool(await conn.fetchval(self._create[False, False], *row)))
-                    for row in rows]
+        if len(rows) == 1:
+            async with self._connection() as conn:
+                return [(True, bool(await conn.fetchval(self._create[False, False], *rows[0])))]
+        async with self._lane("creates") as conn:
+            try:
+                created = {r[0] for r in await conn.fetch(
+                    self._create_many, *zip(*rows, strict=True))}
+                return [(True, row[0] in created) for row in rows]
+            except self._asyncpg.PostgresError:  # one id twice, say: one by one
+                return [(True, bool(await conn.fetchval(self._create[False, False], *row)))
+                        for row in rows]
 
     async def load(self, saga_id: str) -> SagaRecord:
         async with self._connection() as conn, self._snapshot(conn):
@@ -156,7 +159,7 @@ class PostgresStore:
         rows = [(*update, *transition[3:]) for update, transition in
                 (_sql.commit_rows(c, _ts) for c in commits)]
         outcomes: builtins.list[Outcome] = []
-        async with self._connection() as conn:
+        async with self._lane("commits") as conn:
             try:
                 moved = await conn.fetch(self._commit_many, *zip(*rows, strict=True))
             except self._asyncpg.PostgresError:  # two writers of one saga, say: one by one
@@ -171,7 +174,7 @@ class PostgresStore:
                     _sql.missed(c, found, self.url)
                 except SagaError as exc:  # this saga's own conflict
                     outcomes.append((False, exc))
-        if moved is None:  # with the connection given back: each commit takes its own
+        if moved is None:  # each commit on its own, through the pool
             for c in commits:
                 try:
                     outcomes.append((True, await self._commit_one(c)))
@@ -313,6 +316,10 @@ class PostgresStore:
         """Close the pool; the next call opens it again."""
         pool, self._pool = self._pool, None
         idle, self._idle = self._idle, []
+        lanes, self._lanes = self._lanes, {}
+        for conn in lanes.values():
+            with contextlib.suppress(*self._failures):
+                await conn.close()
         if pool is not None:
             for conn in idle:
                 await pool.release(conn)
@@ -332,8 +339,28 @@ class PostgresStore:
             for sql in steps:
                 await conn.execute(sql)
 
-    def _connection(self) -> _Borrowed:
-        return _Borrowed(self)
+    def _connection(self) -> Borrowed:
+        return Borrowed(self)
+
+    @contextlib.asynccontextmanager
+    async def _lane(self, kind: str) -> AsyncIterator[Any]:
+        """The connection of one kind of grouped write (they write one batch at a time),
+        outside the pool, planning each statement for its parameters: a generic plan cached
+        while the table was small scanned it whole, and slowed batches 3x over 9,000 sagas."""
+        conn = self._lanes.get(kind)
+        try:
+            if conn is None or conn.is_closed():
+                if self._pool is None:
+                    await self.open()  # the schema is there
+                conn = self._lanes[kind] = await self._asyncpg.connect(
+                    self.dsn, timeout=self.connect_timeout,
+                    server_settings={"plan_cache_mode": "force_custom_plan"})
+            yield conn
+        except self._failures as exc:
+            lost = self._lanes.pop(kind, None)
+            if lost is not None:
+                lost.terminate()
+            raise self._failed(exc) from exc
 
     @contextlib.asynccontextmanager
     async def _failing(self) -> AsyncIterator[None]:
@@ -358,49 +385,3 @@ class PostgresStore:
             return []
         ids = json.dumps([row["saga_id"] for row in rows])
         return await conn.fetch(self._q["SELECT_HISTORIES"], ids)
-
-
-class _Borrowed:
-    """A connection for one call: one of the store's idle ones, else one from its pool.
-
-    Back to the idle list after it, unless a call waits for the pool (more calls at once than
-    `max_size`: it would wait forever for a connection kept idle) or the driver failed: then
-    to the pool (reset or replaced, for a failure), and the error becomes a `StoreError`."""
-
-    __slots__ = ("conn", "pool", "store")
-
-    def __init__(self, store: PostgresStore) -> None:
-        self.store = store
-
-    async def __aenter__(self) -> Any:
-        store = self.store
-        while store._idle:  # a lost connection was taken back by the pool: skip it
-            conn = store._idle.pop()
-            with contextlib.suppress(*store._failures):
-                if not conn.is_closed():
-                    self.pool, self.conn = store._pool, conn
-                    return conn
-                await store._pool.release(conn)
-        store._waiting += 1  # no await since the idle list was found empty
-        try:
-            if store._pool is None:
-                await store.open()
-            self.pool = store._pool
-            self.conn = await self.pool.acquire()
-        except store._failures as exc:
-            raise store._failed(exc) from exc
-        finally:
-            store._waiting -= 1
-        return self.conn
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: Any) -> None:
-        store = self.store
-        if ((kind is None or issubclass(kind, SagaError)) and self.pool is store._pool
-                and not store._waiting):
-            store._idle.append(self.conn)
-        else:  # the pool resets the connection, or terminates and replaces it
-            with contextlib.suppress(*store._failures):
-                await self.pool.release(self.conn)
-        if isinstance(exc, store._failures):
-            raise store._failed(exc) from exc
