@@ -21,12 +21,10 @@ _Queued = list[tuple[T, "asyncio.Future[Any]"]]
 class GroupCommit(Generic[T]):
     """Queues commits and hands them to `flush` in batches, one batch at a time."""
 
-    def __init__(self, flush: Callable[[list[T]], Awaitable[list[Outcome]]], *,
-                 writers: int = 1, batch: int = 1000) -> None:
+    def __init__(self, flush: Callable[[list[T]], Awaitable[list[Outcome]]]) -> None:
         self._flush = flush
-        self.writers, self.batch = writers, batch  # batches written at once; commits in one
         self._queue: _Queued[T] = []
-        self._writing = 0
+        self._writing = False
         self._drainers: set[asyncio.Task[None]] = set()
         self._together = 1  # the last batch's size
         self._last = ""  # the saga that wrote last
@@ -38,9 +36,9 @@ class GroupCommit(Generic[T]):
         self._queue.append((item, own))
         alone, self._last = saga_id == self._last, saga_id
         try:
-            if self._writing >= self.writers:  # batches are being written: ours goes next
+            if self._writing:  # a batch is being written: ours goes in the next one
                 return await own
-            self._writing += 1  # we write this batch ourselves (no task: the idle case)
+            self._writing = True  # we write this batch ourselves (no task: the idle case)
             try:
                 await self._next_batch(alone)
             finally:
@@ -49,7 +47,7 @@ class GroupCommit(Generic[T]):
                     self._drainers.add(drainer)
                     drainer.add_done_callback(self._drainers.discard)
                 else:
-                    self._writing -= 1
+                    self._writing = False
             return await own
         except asyncio.CancelledError:  # not taken into a batch yet: it is never written
             self._queue = [(i, f) for i, f in self._queue if f is not own]
@@ -60,7 +58,7 @@ class GroupCommit(Generic[T]):
             while self._queue:
                 await self._next_batch(False)
         finally:
-            self._writing -= 1
+            self._writing = False
 
     async def _next_batch(self, alone: bool) -> None:
         """Write the next batch. Unless one saga alone is writing (the same one as last time,
@@ -68,7 +66,7 @@ class GroupCommit(Generic[T]):
         commit joins it: with SQLite, whose writes never yield, only that wait groups them."""
         if not alone or self._together > 1:
             await asyncio.sleep(0)
-        batch, self._queue = self._queue[:self.batch], self._queue[self.batch:]
+        batch, self._queue = self._queue, []
         if len(batch) == 1:
             await self._write(batch)
             return

@@ -85,7 +85,7 @@ class PostgresStore:
         self._commit = {(outbox, inbox): self._d(commit_sql(outbox, inbox))
                         for outbox in (False, True) for inbox in (False, True)}
         self._pool: Any = None
-        self._lanes: dict[str, Any] = {}  # a connection per kind of grouped write
+        self._lanes: list[Any] = []  # idle connections for grouped writes
         self._idle: list[Any] = []  # connections kept out of the pool: no acquire per call
         self._waiting = 0  # calls waiting for the pool: a connection done goes back to it
         self._opening = asyncio.Lock()
@@ -126,7 +126,7 @@ class PostgresStore:
         if len(rows) == 1:
             async with self._connection() as conn:
                 return [(True, bool(await conn.fetchval(self._create[False, False], *rows[0])))]
-        async with self._lane("creates") as conn:
+        async with self._lane() as conn:
             try:
                 created = {r[0] for r in await conn.fetch(
                     self._create_many, *zip(*rows, strict=True))}
@@ -159,7 +159,7 @@ class PostgresStore:
         rows = [(*update, *transition[3:]) for update, transition in
                 (_sql.commit_rows(c, _ts) for c in commits)]
         outcomes: builtins.list[Outcome] = []
-        async with self._lane("commits") as conn:
+        async with self._lane() as conn:
             try:
                 moved = await conn.fetch(self._commit_many, *zip(*rows, strict=True))
             except self._asyncpg.PostgresError:  # two writers of one saga, say: one by one
@@ -316,8 +316,8 @@ class PostgresStore:
         """Close the pool; the next call opens it again."""
         pool, self._pool = self._pool, None
         idle, self._idle = self._idle, []
-        lanes, self._lanes = self._lanes, {}
-        for conn in lanes.values():
+        lanes, self._lanes = self._lanes, []
+        for conn in lanes:
             with contextlib.suppress(*self._failures):
                 await conn.close()
         if pool is not None:
@@ -343,24 +343,30 @@ class PostgresStore:
         return Borrowed(self)
 
     @contextlib.asynccontextmanager
-    async def _lane(self, kind: str) -> AsyncIterator[Any]:
-        """The connection of one kind of grouped write (they write one batch at a time),
-        outside the pool, planning each statement for its parameters: a generic plan cached
-        while the table was small scanned it whole, and slowed batches 3x over 9,000 sagas."""
-        conn = self._lanes.get(kind)
+    async def _lane(self) -> AsyncIterator[Any]:
+        """A connection for one batch of grouped writes, outside the pool, planning each
+        statement for its parameters: a generic plan cached while the table was small
+        scanned it whole, and slowed batches 3x over 9,000 sagas."""
+        conn = None
+        while self._lanes and conn is None:
+            conn = self._lanes.pop()
+            if conn.is_closed():
+                conn = None
         try:
-            if conn is None or conn.is_closed():
+            if conn is None:
                 if self._pool is None:
                     await self.open()  # the schema is there
-                conn = self._lanes[kind] = await self._asyncpg.connect(
+                conn = await self._asyncpg.connect(
                     self.dsn, timeout=self.connect_timeout,
                     server_settings={"plan_cache_mode": "force_custom_plan"})
             yield conn
-        except self._failures as exc:
-            lost = self._lanes.pop(kind, None)
-            if lost is not None:
-                lost.terminate()
-            raise self._failed(exc) from exc
+        except BaseException as exc:  # lost, or cancelled mid-statement: not reused
+            if conn is not None:
+                conn.terminate()
+            if isinstance(exc, self._failures):
+                raise self._failed(exc) from exc
+            raise
+        self._lanes.append(conn)
 
     @contextlib.asynccontextmanager
     async def _failing(self) -> AsyncIterator[None]:
