@@ -90,7 +90,7 @@ class SQLiteStore:
             if outbox:
                 conn.executemany(_Q["INSERT_MESSAGE"], outbox)
 
-        await self._run(write)
+        await self._grouped(write, record.saga_id)  # with the other writes ready now
         if outbox:
             self.outbox_signal.notify()
 
@@ -245,10 +245,15 @@ class SQLiteStore:
 
     async def _flush(self, bodies: builtins.list[Callable[[sqlite3.Connection], Any]]
                      ) -> builtins.list[Outcome]:
-        """Write grouped commits in one transaction, each under its own savepoint."""
-        if len(bodies) == 1:  # alone: no savepoint needed
+        """Write grouped commits in one transaction; if one saga's write fails (a conflict, a
+        duplicate), that transaction is rolled back and the batch written again with a
+        savepoint each, so that only that saga fails (savepoints cost 2 statements each)."""
+        if len(bodies) == 1:
             return [(True, await self._run(bodies[0]))]
-        return await self._run(lambda c: [_savepoint(c, b) for b in bodies])
+        try:
+            return await self._run(lambda c: [(True, body(c)) for body in bodies])
+        except SagaError:
+            return await self._run(lambda c: [_savepoint(c, b) for b in bodies])
 
     async def _run(self, body: Callable[[sqlite3.Connection], T],
                    begin: str | None = "BEGIN IMMEDIATE") -> T:
