@@ -495,10 +495,11 @@ async def run() -> list[str]:
         f"fresh schema, a pool of {FLIGHT}). statesaga: `await Orchestrator(store).run(machine)`"
         f" on the same database and durability (`PostgresStore(..., max_size={FLIGHT})`). "
         f"Sequential: one saga after another; {FLIGHT} in flight: {FLIGHT} coroutines taking "
-        "the next saga as they finish (on SQLite they share one connection: the floor's "
-        "commits are serialized, statesaga's commits that are ready together share one "
-        "transaction, its group commit). Store writes per step: the store's `create`, "
-        "`commit`, `claim`, `renew` and `release` calls (each one transaction), counted by "
+        "the next saga as they finish (on SQLite they share one connection, so the floor's "
+        "commits are serialized; statesaga's writes that are ready together share one "
+        "transaction on both databases, its group commit). Store writes per step: the "
+        "store's `create`, `commit`, `claim`, `renew` and `release` calls (each a transaction "
+        "of its own, or its share of a grouped one), counted by "
         f"wrapping them, divided by {STEPS} steps per saga; the target is one commit per step, "
         f"i.e. (1 create + {STEPS} commits) / {STEPS} = {(1 + STEPS) / STEPS:.2f}.",
         "",
