@@ -146,6 +146,22 @@ async def test_a_commit_cancelled_before_its_batch_is_never_written() -> None:
     assert [["a"], ["c"]] == flush.batches
 
 
+async def test_a_lone_commit_cancelled_while_written_is_cancelled_and_the_next_goes_through(
+) -> None:
+    flush = Flushes()
+    group: GroupCommit[str] = GroupCommit(flush)
+    flush.go.clear()
+    lone = asyncio.ensure_future(group("a", "s1"))
+    await asyncio.sleep(0)  # its flush waits for `go`
+    lone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await lone
+    flush.go.set()
+
+    assert "B" == await group("b", "s2")
+    assert [["b"]] == flush.batches
+
+
 async def test_the_batch_of_a_cancelled_writer_is_still_written_for_the_others() -> None:
     flush = Flushes()
     group: GroupCommit[str] = GroupCommit(flush)

@@ -87,9 +87,8 @@ class GroupCommit(Generic[T]):
         self._together = len(batch)
         for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
             if fut.done():  # its caller was cancelled meanwhile
-                if not ok:
-                    continue
-            elif ok:
+                continue
+            if ok:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)

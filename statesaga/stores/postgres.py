@@ -45,7 +45,9 @@ async def _keep_session(conn: Any) -> None:
 class PostgresStore:
     """The saga log in PostgreSQL, in its own schema (`schema`), created and migrated on first use.
 
-    The pool opens on first use (or `await store.open()`); `close()` closes it.
+    The pool opens on first use (or `await store.open()`); `close()` closes it. Writes of
+    several sagas that are ready together go as one statement, on up to two connections of
+    the store's own beside the pool (count them in the server's max_connections).
     """
 
     def __init__(self, dsn: str, *, schema: str = "statesaga", min_size: int = 1,
