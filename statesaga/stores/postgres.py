@@ -176,11 +176,11 @@ class PostgresStore:
                     _sql.missed(c, found, self.url)
                 except SagaError as exc:  # this saga's own conflict
                     outcomes.append((False, exc))
-        if moved is None:  # each commit on its own, through the pool
+        if moved is None:  # each commit on its own, through the pool: each its own outcome
             for c in commits:
                 try:
                     outcomes.append((True, await self._commit_one(c)))
-                except SagaError as exc:
+                except Exception as exc:  # handed to that commit's own caller
                     outcomes.append((False, exc))
         return outcomes
 
