@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from statesaga import Orchestrator, PostgresStore, SagaStateMachine, SQLiteStore
+from statesaga import InMemoryStore, Orchestrator, PostgresStore, SagaStateMachine, SQLiteStore
 
 from .core import STEPS, definition, noop
 
@@ -478,11 +478,38 @@ async def dbos_lines(directory: str, ours: dict[str, Compared]) -> list[str]:
     return lines
 
 
+async def no_database() -> dict[str, float]:
+    """Sagas per second on `InMemoryStore`, sequential ("1") and in flight ("n"): the
+    toolkit's own work, the most any store could reach (median of RUNS)."""
+    orch, machine = Orchestrator(store=InMemoryStore()), definition()
+
+    async def saga() -> None:
+        await orch.run(machine)
+
+    await rate(saga, 200, 1)
+    runs: dict[str, list[float]] = defaultdict(list)
+    for _ in range(RUNS):
+        for key, flight in (("1", 1), ("n", FLIGHT)):
+            runs[key].append((await rate(saga, 2000, flight))[0])
+    return {key: statistics.median(values) for key, values in runs.items()}
+
+
+def no_database_lines(alone: dict[str, float], normal: Compared) -> list[str]:
+    return ["", f"For scale, the same saga on `InMemoryStore` (no database at all): "
+            f"{alone['1']:,.0f} sagas/s sequential and {alone['n']:,.0f} with {FLIGHT} in "
+            f"flight, i.e. {alone['1'] / normal['floor 1']:.2f} and "
+            f"{alone['n'] / normal['floor n']:.2f} times the synchronous=NORMAL floor measured "
+            "above: the orchestrator's own work per saga takes "
+            f"{normal['floor 1'] / alone['1']:.0%} of the time that floor takes for a saga's "
+            "four commits, before any store work."]
+
+
 async def run() -> list[str]:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="statesaga-bench-") as directory:
         compared = [await compare_sqlite(directory, "full"),
                     await compare_sqlite(directory, "normal"), await compare_postgres()]
+        alone = await no_database()
         ours = dict(zip(("full", "normal", "postgres"), compared, strict=True))
         work = await workers_lines()
         recovery = await recover_lines(directory)
@@ -504,6 +531,7 @@ async def run() -> list[str]:
         f"i.e. (1 create + {STEPS} commits) / {STEPS} = {(1 + STEPS) / STEPS:.2f}.",
         "",
         *compared_lines(compared),
+        *no_database_lines(alone, compared[1]),
         "",
         f"### {len(WORKERS)} worker setups on PostgreSQL",
         "",
