@@ -369,7 +369,10 @@ class PostgresStore:
             if isinstance(exc, self._failures):
                 raise self._failed(exc) from exc
             raise
-        self._lanes.append(conn)
+        if self._pool is None:  # the store was closed meanwhile
+            await conn.close()
+        else:
+            self._lanes.append(conn)
 
     @contextlib.asynccontextmanager
     async def _failing(self) -> AsyncIterator[None]:
