@@ -100,15 +100,12 @@ def create_many_sql() -> str:
 def commit_many_sql() -> str:
     """One statement for many sagas' plain commits (no messages, no inbox), each a row of
     arrays ($1-$20, as `commit_sql` takes them); returns the sagas it moved, with their
-    abort reasons. A saga at another revision is left alone (not returned). The `= ANY`
-    keeps the saga rows found by their key in the generic plan too, however few rows the
-    table held when it was planned (without it, the updates slowed down as the table grew)."""
+    abort reasons. A saga at another revision is left alone (not returned)."""
     return f"""WITH {_unnest(_COMMIT)},
     s AS (UPDATE {{s}}sagas AS g SET revision = c.revision, state = c.state,
           status = c.status, error = c.error, updated_at = c.at, owner = c.owner,
           lease_until = c.lease_until, waiting = c.waiting, wake_at = c.wake_at
-          FROM c WHERE g.saga_id = ANY($1::text[]) AND g.saga_id = c.saga_id
-          AND g.revision = c.revision - 1
+          FROM c WHERE g.saga_id = c.saga_id AND g.revision = c.revision - 1
           RETURNING g.saga_id, g.abort_reason),
     t AS ({TRANSITION}SELECT c.saga_id, c.revision, c.at, c.t_source, c.t_dest, c.t_event,
           c.t_step, c.t_attempt, c.t_error, c.t_duration, c.t_reason, c.t_worker, c.t_result

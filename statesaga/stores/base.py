@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from ..events import Event
 from ..records import SagaRecord, SagaStatus, Transition
 
 _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
@@ -17,9 +18,8 @@ _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 def message_json(message: Any) -> str:
     """An outbox message (an attrs record such as `Event`, or a dict) as JSON text."""
-    as_dict = getattr(message, "as_dict", None)  # an Event: its fields, without attrs.asdict
-    if as_dict is not None:
-        return _encode(as_dict())
+    if isinstance(message, Event):  # its fields as they are: no recursive attrs.asdict copy
+        return _encode(message.as_dict())
     return _encode(attrs.asdict(message) if attrs.has(type(message)) else message)
 
 
