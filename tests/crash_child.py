@@ -62,23 +62,24 @@ async def run(url: str, sagas: list[tuple[str, dict[str, Any]]]) -> None:
     print(json.dumps(writes), flush=True)
 
 
-async def batch(url: str, sagas: list[tuple[str, dict[str, Any]]]) -> None:
+async def ready(url: str) -> Orchestrator:
+    """An orchestrator on `url` with the store and the ledger connected; prints `ready`."""
     store = open_store(url)
     await store.open()  # type: ignore[attr-defined]
     await ledger.ledger().open()
-    orch = Orchestrator(store=store, lease=LEASE)
     print("ready", flush=True)
+    return Orchestrator(store=store, lease=LEASE)
+
+
+async def batch(url: str, sagas: list[tuple[str, dict[str, Any]]]) -> None:
+    orch = await ready(url)
     await asyncio.gather(*(orch.run(MACHINE, data, saga_id=saga_id) for saga_id, data in sagas))
     print("done", flush=True)
     await asyncio.Event().wait()
 
 
 async def race(url: str, sagas: list[tuple[str, dict[str, Any]]]) -> None:
-    store = open_store(url)
-    await store.open()  # type: ignore[attr-defined]
-    await ledger.ledger().open()
-    orch = Orchestrator(store=store, lease=LEASE)
-    print("ready", flush=True)
+    orch = await ready(url)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
     async def one(saga_id: str, data: dict[str, Any]) -> str:
@@ -88,7 +89,7 @@ async def race(url: str, sagas: list[tuple[str, dict[str, Any]]]) -> None:
             return "conflict"
 
     outcomes = await asyncio.gather(*(one(saga_id, data) for saga_id, data in sagas))
-    await store.close()
+    await orch.store.close()
     print(json.dumps(dict(zip([saga_id for saga_id, _ in sagas], outcomes, strict=True))),
           flush=True)
 

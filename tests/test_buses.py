@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -371,14 +371,18 @@ async def test_a_confirmed_event_waits_on_disk_through_a_broker_restart_for_its_
     assert [event] == received
 
 
-async def test_an_event_whose_consumer_dies_before_the_ack_goes_to_the_next_consumer(
-        rabbit: Buses) -> None:
-    started = asyncio.Event()
-
+def hanging(started: asyncio.Event) -> Callable[[Event], Awaitable[None]]:
+    """A handler that sets `started` and never returns (its consumer dies before the ack)."""
     async def hangs(event: Event) -> None:
         started.set()
         await asyncio.Event().wait()
+    return hangs
 
+
+async def test_an_event_whose_consumer_dies_before_the_ack_goes_to_the_next_consumer(
+        rabbit: Buses) -> None:
+    started = asyncio.Event()
+    hangs = hanging(started)
     dying = rabbit()
     await dying.subscribe("ping", hangs)
     event = Event("ping")
@@ -398,11 +402,7 @@ async def test_an_event_whose_consumer_dies_before_the_ack_goes_to_the_next_cons
 async def test_an_event_whose_consumers_keep_dying_is_dead_lettered_without_another_try(
         rabbit: Buses) -> None:
     started = asyncio.Event()
-
-    async def hangs(event: Event) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
+    hangs = hanging(started)
     dying = rabbit(max_deliveries=1)
     await dying.subscribe("ping", hangs)
     event = Event("ping")
