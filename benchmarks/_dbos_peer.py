@@ -44,7 +44,8 @@ async def saga() -> None:
 
 
 async def rate(n: int, flight: int) -> float:
-    """Sagas per second, `flight` at a time (1: one after another)."""
+    """Sagas per second, `flight` at a time (1: one after another); as `_db.rate`, which this
+    script cannot import: it runs in the DBOS virtualenv, without statesaga or asyncpg."""
     left = n
 
     async def lane() -> None:

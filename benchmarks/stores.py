@@ -5,57 +5,44 @@ Also: worker processes on PostgreSQL, `recover()` of 10,000 sagas, and DBOS Tran
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import shutil
-import sqlite3
 import statistics
-import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
-from statesaga import InMemoryStore, Orchestrator, PostgresStore, SagaStateMachine, SQLiteStore
+from statesaga import InMemoryStore, Orchestrator, PostgresStore, SQLiteStore
 from statesaga.stores._group import GroupCommit
 
-from .core import STEPS, definition, noop
+from ._db import (
+    DSN,
+    FLIGHT,
+    RUN_SECONDS,
+    RUNS,
+    met,
+    pg_count,
+    pg_version,
+    rate,
+    schema,
+    sqlite_count,
+)
+from ._peer import dbos_lines
+from ._raw import (
+    PostgresFloor,
+    PostgresStatements,
+    Replay,
+    SQLiteFloor,
+    SQLiteStatements,
+    keep_session,
+)
+from ._scale import RECOVER, WORKER_SAGAS, WORKERS, recover_lines, workers_lines
+from .core import STEPS, definition
 
-DSN = os.environ.get("STATESAGA_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-FLIGHT = 16  # sagas in flight in the concurrent runs (and the PostgreSQL pools' size)
-RUNS = 5  # each figure is the median of RUNS runs; floor and statesaga runs alternate
-RUN_SECONDS = 0.6  # sagas per run: as many as statesaga runs in about this long, sequentially
-SAGAS = (200, 2000)  # ... but at least this many and at most that many
-WORKERS = (1, 2, 4)
-WORKER_SAGAS = 2000
-RECOVER = 10_000
-RECOVER_TARGET = 10.0  # seconds
-HERE = Path(__file__).resolve().parent
-DBOS_VENV = HERE / ".dbos-venv"
-UNFINISHED = "status IN ('pending', 'running', 'compensating')"
-
-
-async def rate(one: Callable[[], Awaitable[Any]], n: int, flight: int) -> tuple[float, float]:
-    """(sagas per second, this process's CPU seconds per saga) running `one` n times, `flight`
-    at a time (1: one after another)."""
-    left = n
-
-    async def lane() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await one()
-
-    cpu, start = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(flight)))
-    return n / (time.perf_counter() - start), (time.process_time() - cpu) / n
+SAGAS = (200, 2000)  # sagas per run: at least this many and at most that many
 
 
 def transactions(store: Any) -> int:
@@ -83,74 +70,6 @@ class Writes:
         return counted
 
 
-# -- the floor: one INSERT committed per step, through the same driver ----------------------
-
-class SQLiteFloor:
-    """A row per step, each INSERT its own transaction (autocommit), on one connection."""
-
-    def __init__(self, path: str, durability: str) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode = WAL").fetchall()
-        self.conn.execute(f"PRAGMA synchronous = {durability.upper()}")
-        self.conn.execute("CREATE TABLE log (saga_id TEXT NOT NULL, seq INTEGER NOT NULL, "
-                          "at REAL NOT NULL, state TEXT NOT NULL, PRIMARY KEY (saga_id, seq)) "
-                          "WITHOUT ROWID")
-
-    async def saga(self) -> None:
-        saga_id = uuid.uuid4().hex
-        for seq in range(STEPS):
-            await noop(None)
-            self.conn.execute("INSERT INTO log VALUES (?, ?, ?, ?)",
-                              (saga_id, seq, time.time(), f"s{seq}"))
-
-
-async def _keep_session(conn: Any) -> None:
-    """No reset query on release (as `PostgresStore` does): the floor pays no extra round trip."""
-
-
-class PostgresFloor:
-    """A row per step, each INSERT its own transaction; a saga borrows one pooled connection."""
-
-    def __init__(self, pool: Any, schema: str) -> None:
-        self.pool = pool
-        self.insert = f'INSERT INTO "{schema}".log VALUES ($1, $2, $3, $4)'
-
-    async def saga(self) -> None:
-        saga_id = uuid.uuid4().hex
-        async with self.pool.acquire() as conn:
-            for seq in range(STEPS):
-                await noop(None)
-                await conn.execute(self.insert, saga_id, seq, time.time(), f"s{seq}")
-
-
-@asynccontextmanager
-async def schema(name: str) -> AsyncIterator[str]:
-    """A fresh PostgreSQL schema (statesaga_bench_<name>_<pid>), dropped afterwards."""
-    schema = f"statesaga_bench_{name}_{os.getpid()}"
-    conn = await asyncpg.connect(DSN)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        yield schema
-    finally:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
-
-
-async def pg_count(schema: str, sql: str) -> int:
-    conn = await asyncpg.connect(DSN)
-    try:
-        return int(await conn.fetchval(sql.format(s=f'"{schema}".')))
-    finally:
-        await conn.close()
-
-
-def sqlite_count(path: str, sql: str) -> int:
-    with sqlite3.connect(path) as conn:
-        return int(conn.execute(sql.format(s="")).fetchone()[0])
-
-
-# -- 1-3: statesaga against the floor ---------------------------------------------------------
-
 class Compared:
     """One database's runs: the floor and statesaga, sequential ("1") and in flight ("n")."""
 
@@ -173,9 +92,10 @@ class Compared:
 
 
 async def compare(label: str, floor: Callable[[], Awaitable[None]], store: Any,
-                  rows: Callable[[], Awaitable[tuple[int, int]]],
+                  statements: Replay, rows: Callable[[], Awaitable[tuple[int, int]]],
                   wal: Callable[[], Awaitable[int]] | None = None) -> Compared:
-    """Alternate floor and statesaga runs, sequential then `FLIGHT` in flight, RUNS times.
+    """Alternate floor and statesaga runs, sequential then `FLIGHT` in flight, RUNS times;
+    sequentially, also statesaga's statements alone (`statements`, its setup done).
 
     `wal`: the database's WAL position in bytes, to tell what a sequential saga writes."""
     out = Compared(label)
@@ -186,9 +106,11 @@ async def compare(label: str, floor: Callable[[], Awaitable[None]], store: Any,
     async def saga() -> None:
         await orch.run(machine)
 
+    statements.prepare(10)
     for _ in range(10):  # warm up: files, schemas, prepared statements
         await floor()
         await saga()
+        await statements.saga()
     probe, _ = await rate(saga, 20, 1)
     out.n = n = min(max(int(probe * RUN_SECONDS), SAGAS[0]), SAGAS[1])
     for _ in range(RUNS):
@@ -198,6 +120,9 @@ async def compare(label: str, floor: Callable[[], Awaitable[None]], store: Any,
             middle = await wal() if wal and key == "1" else 0
             calls, seconds, batches = writes.calls, writes.seconds, transactions(store)
             out.add(key, floor_run, await rate(saga, n, flight))
+            if key == "1":
+                statements.prepare(n)
+                out.runs["statements 1"].append((await rate(statements.saga, n, 1))[0])
             if wal and key == "1":
                 out.runs["wal floor"].append((middle - at) / n)
                 out.runs["wal saga"].append((await wal() - middle) / n)
@@ -218,25 +143,21 @@ async def compare_sqlite(directory: str, durability: str) -> Compared:
         return (sqlite_count(path, "SELECT count(*) FROM transitions"),
                 sqlite_count(path, "SELECT count(*) FROM sagas"))
 
+    statements = SQLiteStatements(os.path.join(directory, f"replay-{durability}.db"), durability)
+    await statements.setup()
     try:
         return await compare(f"SQLite WAL, synchronous={durability.upper()}", floor.saga,
-                             SQLiteStore(path, durability=durability), rows)
+                             SQLiteStore(path, durability=durability), statements, rows)
     finally:
         floor.conn.close()
-
-
-async def pg_version() -> str:
-    conn = await asyncpg.connect(DSN)
-    try:
-        return f"PostgreSQL {conn.get_server_version().major}"
-    finally:
-        await conn.close()
+        statements.close()
 
 
 async def compare_postgres() -> Compared:
-    async with schema("floor") as floor_schema, schema("saga") as saga_schema:
+    async with schema("floor") as floor_schema, schema("saga") as saga_schema, \
+            schema("replay") as replay_schema:
         pool = await asyncpg.create_pool(DSN, min_size=FLIGHT, max_size=FLIGHT,
-                                         reset=_keep_session)
+                                         reset=keep_session)
         try:
             await pool.execute(f'CREATE SCHEMA "{floor_schema}"; CREATE TABLE "{floor_schema}"'
                                ".log (saga_id TEXT NOT NULL, seq INTEGER NOT NULL, at FLOAT8 "
@@ -251,14 +172,13 @@ async def compare_postgres() -> Compared:
                     "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')"))
 
             store = PostgresStore(DSN, schema=saga_schema, max_size=FLIGHT)
+            statements = PostgresStatements(pool, replay_schema)
+            await statements.setup(DSN)
             return await compare(f"{await pg_version()} (asyncpg)",
-                                 PostgresFloor(pool, floor_schema).saga, store, rows, wal)
+                                 PostgresFloor(pool, floor_schema).saga, store, statements,
+                                 rows, wal)
         finally:
             await pool.close()
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "**NOT met**"
 
 
 def compared_lines(results: list[Compared]) -> list[str]:
@@ -273,9 +193,22 @@ def compared_lines(results: list[Compared]) -> list[str]:
             lines.append(
                 f"| {r.label} | {how} | {r.n:,} | {r[f'floor {key}']:,.0f} | "
                 f"{r[f'saga {key}']:,.0f} | {r[f'ratio {key}']:.2f} | ≥ {target:.2f}: "
-                f"{_met(r[f'ratio {key}'] >= target)} | {r[f'writes {key}'] / STEPS:.2f} | "
+                f"{met(r[f'ratio {key}'] >= target)} | {r[f'writes {key}'] / STEPS:.2f} | "
                 f"{r[f'transactions {key}'] / STEPS:.2f} |")
     lines += [
+        "",
+        "The ceiling of any code on statesaga's schema and statements, sequentially: the "
+        "driver calls one real `run()` made (recorded at the driver), replayed with fresh saga "
+        "ids from a bare loop, their arguments built beforehand, so no statesaga code runs "
+        f"while the clock does. It needs {1 + STEPS} commits per saga where the floor needs "
+        f"{STEPS}, so its ratio is at most {STEPS / (1 + STEPS):.2f} before any other cost:",
+        "",
+        "| database | floor, sagas/s | statements alone, sagas/s | ratio | statesaga, "
+        "sagas/s | ratio | statesaga / statements alone |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(f"| {r.label} | {r['floor 1']:,.0f} | {r['statements 1']:,.0f} | "
+          f"{r['statements 1'] / r['floor 1']:.2f} | {r['saga 1']:,.0f} | {r['ratio 1']:.2f} | "
+          f"{r['saga 1'] / r['statements 1']:.2f} |" for r in results),
         "",
         "Where the time goes, µs per saga: wall time (sequential: also the part spent inside "
         "the store's calls, the rest being the orchestrator and the steps) and this process's "
@@ -299,190 +232,6 @@ def compared_lines(results: list[Compared]) -> list[str]:
             lines += ["", f"{r.label}: WAL written per saga, sequential: floor "
                       f"{r['wal floor']:,.0f} bytes, statesaga {r['wal saga']:,.0f} bytes (the "
                       "server's whole WAL: other sessions' writes meanwhile count too)."]
-    return lines
-
-
-# -- 4: worker processes on PostgreSQL -----------------------------------------------------
-
-async def start_many(orch: Orchestrator, machine: SagaStateMachine, n: int) -> float:
-    """Persist n pending sagas with `start()`, FLIGHT at a time; returns the seconds it took."""
-    return n / (await rate(lambda: orch.start(machine), n, FLIGHT))[0]
-
-
-async def workers(count: int, n: int) -> tuple[float, list[int]]:
-    """Seconds for `count` worker processes to finish n started sagas, and what each drove."""
-    async with schema(f"work{count}") as name:
-        store = PostgresStore(DSN, schema=name, max_size=FLIGHT)
-        await start_many(Orchestrator(store=store), definition(), n)
-        await store.close()
-        procs = [await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks._worker", DSN, name, str(FLIGHT),
-            cwd=HERE.parent, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-            for _ in range(count)]
-        try:
-            for p in procs:
-                assert p.stdout is not None
-                if (await asyncio.wait_for(p.stdout.readline(), 60)).strip() != b"ready":
-                    raise RuntimeError("a worker did not start: see its stderr above")
-            conn = await asyncpg.connect(DSN)
-            try:
-                count_left = f'SELECT count(*) FROM "{name}".sagas WHERE {UNFINISHED}'
-                start = time.perf_counter()
-                for p in procs:
-                    assert p.stdin is not None
-                    p.stdin.write(b"go\n")
-                while await conn.fetchval(count_left):
-                    if any(p.returncode is not None for p in procs):
-                        raise RuntimeError("a worker exited early: see its stderr above")
-                    if time.perf_counter() - start > 300:
-                        raise RuntimeError("the workers did not finish in 300 s")
-                    await asyncio.sleep(0.01)
-                seconds = time.perf_counter() - start
-                done = await conn.fetchval(
-                    f"SELECT count(*) FROM \"{name}\".sagas WHERE status = 'completed'")
-            finally:
-                await conn.close()
-            driven = []
-            for p in procs:
-                assert p.stdin is not None
-                assert p.stdout is not None
-                p.stdin.write(b"stop\n")
-                p.stdin.close()
-                driven.append(json.loads(await asyncio.wait_for(p.stdout.readline(), 60))[
-                    "driven"])
-                await p.wait()
-        finally:
-            for p in procs:
-                if p.returncode is None:
-                    p.kill()
-                    await p.wait()
-        if done != n:
-            raise RuntimeError(f"{count} workers completed {done} of {n} sagas")
-        return seconds, driven
-
-
-async def workers_lines() -> list[str]:
-    lines = [
-        f"| worker processes (`work(concurrency={FLIGHT})`) | sagas | seconds | sagas/s | "
-        "vs 1 worker | driven by each |",
-        "|---:|---:|---:|---:|---:|---|",
-    ]
-    one = 0.0
-    for count in WORKERS:
-        seconds, driven = await workers(count, WORKER_SAGAS)
-        per_second = WORKER_SAGAS / seconds
-        one = one or per_second
-        lines.append(f"| {count} | {WORKER_SAGAS:,} | {seconds:.2f} | {per_second:,.0f} | "
-                     f"{per_second / one:.2f} | {', '.join(map(str, driven))} |")
-    return lines
-
-
-# -- 5: recover() of 10,000 unfinished sagas -----------------------------------------------
-
-async def recover(store: Any, fresh: Callable[[], Any]) -> tuple[float, float, int]:
-    """(seconds to `start()` RECOVER sagas, seconds for a fresh orchestrator's `recover()`,
-    how many it recovered)."""
-    machine = definition()
-    started = await start_many(Orchestrator(store=store), machine, RECOVER)
-    await store.close()
-    store = fresh()
-    start = time.perf_counter()
-    report = await Orchestrator(store=store, sagas=[machine]).recover()
-    seconds = time.perf_counter() - start
-    await store.close()
-    return started, seconds, len(report)
-
-
-async def recover_lines(directory: str) -> list[str]:
-    path = os.path.join(directory, "recover.db")
-    rows = [("SQLite WAL, synchronous=NORMAL", *await recover(
-        SQLiteStore(path, durability="normal"), lambda: SQLiteStore(path, durability="normal")))]
-    async with schema("recover") as name:
-        rows.append((f"{await pg_version()}, the store's default pool (10)", *await recover(
-            PostgresStore(DSN, schema=name, max_size=FLIGHT),
-            lambda: PostgresStore(DSN, schema=name))))
-    lines = [
-        f"| store | `start()` {RECOVER:,} sagas ({FLIGHT} in flight), s | `recover()`, s | "
-        f"recovered | sagas/s | target < {RECOVER_TARGET:.0f} s |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for label, started, seconds, recovered in rows:
-        lines.append(f"| {label} | {started:.1f} | {seconds:.1f} | {recovered:,} | "
-                     f"{recovered / seconds:,.0f} | "
-                     f"{_met(seconds < RECOVER_TARGET and recovered == RECOVER)} |")
-    return lines
-
-
-# -- 6: the peer, DBOS Transact, in its own virtualenv ------------------------------------
-
-async def _exec(*cmd: str | Path, timeout: float) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=HERE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return -1, "", f"timed out after {timeout:.0f} s"
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
-def _last_line(text: str) -> str:
-    return (text.strip().splitlines() or ["no output"])[-1][:200]
-
-
-async def dbos_python() -> tuple[Path | None, str]:
-    """benchmarks/.dbos-venv's python with dbos installed (made if missing), or why not."""
-    python = DBOS_VENV / "bin" / "python"
-    if not python.exists():
-        rc, _, err = await _exec(sys.executable, "-m", "venv", DBOS_VENV, timeout=120)
-        if rc:
-            return None, f"python -m venv failed: {_last_line(err)}"
-    rc, _, _ = await _exec(python, "-c", "import dbos", timeout=60)
-    if rc:
-        rc, _, err = await _exec(python, "-m", "pip", "install", "-q", "dbos", timeout=300)
-        if rc:
-            shutil.rmtree(DBOS_VENV, ignore_errors=True)
-            return None, f"pip install dbos failed: {_last_line(err)}"
-    return python, ""
-
-
-async def dbos_lines(directory: str, ours: dict[str, Compared]) -> list[str]:
-    python, why = await dbos_python()
-    if python is None:
-        return [f"DBOS: not measured ({why})."]
-    runs: list[tuple[str, str, dict[str, Any] | str]] = []
-    async with schema("dbos") as name:
-        for label, url, key in (
-                (f"{await pg_version()} (psycopg 3, its own schema)", DSN, "postgres"),
-                ("SQLite (its default: rollback journal, synchronous=FULL)",
-                 f"sqlite:///{os.path.join(directory, 'dbos.sqlite')}", "full")):
-            rc, out, err = await _exec(python, HERE / "_dbos_peer.py", url, name,
-                                       str(RUN_SECONDS), str(FLIGHT), str(RUNS), timeout=240)
-            runs.append((label, key, json.loads(_last_line(out)) if rc == 0 else
-                         f"failed: {_last_line(err)}"))
-    lines = [
-        "| database | sequential: DBOS | statesaga | floor | "
-        f"{FLIGHT} in flight: DBOS | statesaga | floor |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    version, sizes = "", []
-    for label, key, got in runs:
-        if isinstance(got, str):
-            lines.append(f"| {label} | {got} | | | | | |")
-            continue
-        version, r = got["dbos"], ours[key]
-        sizes.append(f"{got['n']:,}")
-        lines.append(f"| {label} | {got['sequential']:,.0f} | {r['saga 1']:,.0f} | "
-                     f"{r['floor 1']:,.0f} | {got['in_flight']:,.0f} | {r['saga n']:,.0f} | "
-                     f"{r['floor n']:,.0f} |")
-    if version:
-        lines += ["", f"Sagas per second. DBOS {version}: one `@DBOS.workflow` calling four "
-                  "no-op `@DBOS.step`s (a no-op compensation step each, in an `except`), in its "
-                  f"own virtualenv (benchmarks/.dbos-venv); {' and '.join(sizes)} sagas per "
-                  f"run, median of {RUNS}. statesaga and floor: from the first table (beside "
-                  "DBOS on SQLite: synchronous=FULL, as DBOS's default). The issue saw DBOS at "
-                  "about 100 sagas/s on either database and the PostgreSQL floor at about 900."]
     return lines
 
 
