@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,27 @@ async def test_sagas_created_together_are_all_created_and_a_taken_id_conflicts(
     assert ["taken", "twice"] == conflicts
     for i in ids:
         assert 1 == len((await store.load(i)).history)
+
+
+async def test_values_written_in_a_group_read_back_exactly(store: Any) -> None:
+    odd = "quote ' \" back \\ slash, ünïcode ✓, \u2028 line, $1 ?1 {s}"
+    at = datetime(2026, 11, 27, 12, 30, 45, 123456, tzinfo=timezone(timedelta(hours=-5)))
+    records = [saga(f"{odd}{i}", at=at + timedelta(microseconds=i), data={"note": odd},
+                    deadline_at=at + timedelta(days=1, microseconds=i)) for i in range(8)]
+    await asyncio.gather(*(create(store, r, lease_until=1e9 + i / 3, wake_at=0.1 * i)
+                           for i, r in enumerate(records)))
+    steps = [step(r.saga_id, 2, "book", "pay", result={"odd": odd, "n": i / 7})
+             for i, r in enumerate(records)]
+
+    await asyncio.gather(*(store.commit(c) for c in steps))
+
+    assert 8 > store.batches
+    for i, (r, c) in enumerate(zip(records, steps, strict=True)):
+        loaded = await store.load(r.saga_id)
+        assert (r.data, r.created_at, r.deadline_at) == (
+            loaded.data, loaded.created_at, loaded.deadline_at)
+        assert [r.history[0], c.transition] == list(loaded.history)
+        assert {"book": {"odd": odd, "n": i / 7}} == loaded.results
 
 
 # -- the mechanism itself, on a fake flush ------------------------------------------------

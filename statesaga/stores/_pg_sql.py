@@ -79,18 +79,20 @@ _COMMIT = (("saga_id", "text"), ("revision", "bigint"), ("state", "text"), ("sta
                 "worker", "result"), TYPES[3:], strict=True)))
 
 
-def _unnest(columns: tuple[tuple[str, str], ...]) -> str:
-    """`c`: one row per saga from one array parameter per column ($1, $2, ...)."""
-    arrays = ", ".join(f"${i + 1}::{kind}[]" for i, (_, kind) in enumerate(columns))
-    return f"c AS (SELECT * FROM unnest({arrays}) AS c({', '.join(n for n, _ in columns)}))"
+def _rows(columns: tuple[tuple[str, str], ...]) -> str:
+    """`c`: one row per saga from a JSON array of arrays ($1), one value per column. One text
+    parameter, not an array per column: asyncpg's per-element array encoding cost the client
+    twice the CPU per batch (185 against 86 µs for 16 commits), the server 30 µs more."""
+    values = ", ".join(f"(e->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(columns))
+    return f"c AS (SELECT {values} FROM jsonb_array_elements($1::jsonb) AS e)"
 
 
 def create_many_sql() -> str:
-    """One statement for many new sagas with one transition each and no messages (arrays in
+    """One statement for many new sagas with one transition each and no messages (rows in
     `_sql.saga_row` then `HISTORY` order); returns the ids it created (not those taken)."""
     saga = ", ".join(name for name, _ in _SAGA)
     first = ", ".join(name for name, _ in _FIRST)
-    return f"""WITH {_unnest(_SAGA + _FIRST)},
+    return f"""WITH {_rows(_SAGA + _FIRST)},
     s AS (INSERT INTO {{s}}sagas ({saga}) SELECT {saga} FROM c
           ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id),
     h AS ({TRANSITION}SELECT c.saga_id, {first}, NULL FROM c JOIN s ON s.saga_id = c.saga_id)
@@ -99,9 +101,9 @@ def create_many_sql() -> str:
 
 def commit_many_sql() -> str:
     """One statement for many sagas' plain commits (no messages, no inbox), each a row of
-    arrays ($1-$20, as `commit_sql` takes them); returns the sagas it moved, with their
-    abort reasons. A saga at another revision is left alone (not returned)."""
-    return f"""WITH {_unnest(_COMMIT)},
+    the values `commit_sql` takes as $1-$20; returns the sagas it moved, with their abort
+    reasons. A saga at another revision is left alone (not returned)."""
+    return f"""WITH {_rows(_COMMIT)},
     s AS (UPDATE {{s}}sagas AS g SET revision = c.revision, state = c.state,
           status = c.status, error = c.error, updated_at = c.at, owner = c.owner,
           lease_until = c.lease_until, waiting = c.waiting, wake_at = c.wake_at
