@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
 from . import _sql
 
 # The types of the transitions' columns, in `_sql.INSERT_TRANSITION` order (saga_id ... result).
@@ -113,3 +118,14 @@ def commit_many_sql() -> str:
           c.t_step, c.t_attempt, c.t_error, c.t_duration, c.t_reason, c.t_worker, c.t_result
           FROM c JOIN s ON s.saga_id = c.saga_id)
     SELECT saga_id, abort_reason FROM s"""
+
+
+def batch_json(rows: Sequence[Sequence[Any]]) -> str:
+    """A batch's rows as one JSON array; times as ISO text (naive ones as UTC, as asyncpg)."""
+    return json.dumps(rows, default=_iso)
+
+
+def _iso(value: Any) -> str:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{type(value).__name__} in a batch row")  # pragma: no cover
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()

@@ -17,12 +17,13 @@ from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
 from . import _sql
 from ._group import GroupCommit, Outcome
-from ._pg_conn import Borrowed
+from ._pg_conn import BY_KEY, Borrowed
 from ._pg_sql import (
     APPLY,
     CLAIM,
     HISTORY,
     TYPES,
+    batch_json,
     commit_many_sql,
     commit_sql,
     create_many_sql,
@@ -32,27 +33,10 @@ from .base import Commit, OutboxSignal
 from .urls import redact
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-# The batch connections' settings. A batch's plan is made once (planning each cost 0.25-0.4
-# ms), and while the table is small a scan of all of it looks cheaper than a lookup per saga:
-# such plans (a sequential scan, a hash join over the whole primary key) grew batches 2-3x
-# slower as sagas piled up. With these, a batch looks up each of its sagas by key.
-_BY_KEY = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin": "off",
-           "plan_cache_mode": "force_generic_plan"}
 
 
 def _ts(at: datetime) -> datetime:
     return at
-
-
-def _json(rows: Sequence[Sequence[Any]]) -> str:
-    """A batch's rows as one JSON array; times as ISO text (naive ones as UTC, as asyncpg)."""
-    return json.dumps(rows, default=_iso)
-
-
-def _iso(value: Any) -> str:
-    if not isinstance(value, datetime):
-        raise TypeError(f"{type(value).__name__} in a batch row")  # pragma: no cover
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 async def _keep_session(conn: Any) -> None:
@@ -147,7 +131,7 @@ class PostgresStore:
                 return [(True, bool(await conn.fetchval(self._create[False, False], *rows[0])))]
         async with self._lane() as conn:
             try:
-                created = {r[0] for r in await conn.fetch(self._create_many, _json(rows))}
+                created = {r[0] for r in await conn.fetch(self._create_many, batch_json(rows))}
                 return [(True, row[0] in created) for row in rows]
             except self._asyncpg.PostgresError:  # one id twice, say: one by one
                 return [(True, bool(await conn.fetchval(self._create[False, False], *row)))
@@ -179,7 +163,7 @@ class PostgresStore:
         outcomes: builtins.list[Outcome] = []
         async with self._lane() as conn:
             try:
-                moved = await conn.fetch(self._commit_many, _json(rows))
+                moved = await conn.fetch(self._commit_many, batch_json(rows))
             except self._asyncpg.PostgresError:  # two writers of one saga, say: one by one
                 moved = None
             aborts = {row[0]: row[1] for row in moved or ()}
@@ -363,7 +347,7 @@ class PostgresStore:
     @contextlib.asynccontextmanager
     async def _lane(self) -> AsyncIterator[Any]:
         """A connection for one batch of grouped writes, outside the pool, whose plans find
-        every row by key (`_BY_KEY`)."""
+        every row by key (`BY_KEY`)."""
         conn = None
         while self._lanes and conn is None:
             conn = self._lanes.pop()
@@ -375,7 +359,7 @@ class PostgresStore:
                     await self.open()  # the schema is there
                 conn = await self._asyncpg.connect(
                     self.dsn, timeout=self.connect_timeout,
-                    server_settings=_BY_KEY)
+                    server_settings=BY_KEY)
             yield conn
         except BaseException as exc:  # lost, or cancelled mid-statement: not reused
             if conn is not None:
