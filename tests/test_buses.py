@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -371,24 +371,27 @@ async def test_a_confirmed_event_waits_on_disk_through_a_broker_restart_for_its_
     assert [event] == received
 
 
-def hanging(started: asyncio.Event) -> Callable[[Event], Awaitable[None]]:
-    """A handler that sets `started` and never returns (its consumer dies before the ack)."""
+async def die_holding(rabbit: Buses, **options: Any) -> Event:
+    """Publish a ping to a consumer whose handler never returns, then close that consumer
+    while it holds the message (it dies before the ack); the ping."""
+    started = asyncio.Event()
+
     async def hangs(event: Event) -> None:
         started.set()
         await asyncio.Event().wait()
-    return hangs
 
-
-async def test_an_event_whose_consumer_dies_before_the_ack_goes_to_the_next_consumer(
-        rabbit: Buses) -> None:
-    started = asyncio.Event()
-    hangs = hanging(started)
-    dying = rabbit()
+    dying = rabbit(**options)
     await dying.subscribe("ping", hangs)
     event = Event("ping")
     await dying.publish(event)
     await asyncio.wait_for(started.wait(), WAIT)
     await dying.close()
+    return event
+
+
+async def test_an_event_whose_consumer_dies_before_the_ack_goes_to_the_next_consumer(
+        rabbit: Buses) -> None:
+    event = await die_holding(rabbit)
 
     received: list[Event] = []
     successor = rabbit()
@@ -401,14 +404,7 @@ async def test_an_event_whose_consumer_dies_before_the_ack_goes_to_the_next_cons
 
 async def test_an_event_whose_consumers_keep_dying_is_dead_lettered_without_another_try(
         rabbit: Buses) -> None:
-    started = asyncio.Event()
-    hangs = hanging(started)
-    dying = rabbit(max_deliveries=1)
-    await dying.subscribe("ping", hangs)
-    event = Event("ping")
-    await dying.publish(event)
-    await asyncio.wait_for(started.wait(), WAIT)
-    await dying.close()
+    event = await die_holding(rabbit, max_deliveries=1)
 
     received: list[Event] = []
     successor = rabbit(max_deliveries=1)

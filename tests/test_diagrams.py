@@ -23,6 +23,7 @@ from statesaga.diagrams.examples import InstantClock, example_drawings, main
 from statesaga.diagrams.model import TIMES
 from statesaga.examples.payment import build_payment, payment_services
 from statesaga.examples.trip import build_trip
+from statesaga.graph import _reach
 from statesaga.orchestrator import Orchestrator
 
 DIAGRAMS = Path(__file__).resolve().parent.parent / "diagrams"
@@ -88,13 +89,7 @@ def forward_reach(dot: str, start: str) -> set[str]:
     succ: dict[str, set[str]] = {}
     for a, b in of_class(dot, "forward") | of_class(dot, "start"):
         succ.setdefault(a, set()).add(b)
-    seen, todo = {start}, [start]
-    while todo:
-        for n in succ.get(todo.pop(), ()):
-            if n not in seen:
-                seen.add(n)
-                todo.append(n)
-    return seen
+    return _reach(start, succ)  # the edges read from the drawing, not from the machine
 
 
 # -- machines beyond the examples --------------------------------------------------------
