@@ -171,9 +171,15 @@ async def test_one_saga_id_run_by_two_processes_at_once_runs_its_steps_once(
     await new_ledger(url)
     sagas = [(f"twice-{i}", {"fail_at": "c" if i % 3 == 0 else None, "delay": 0.05})
              for i in range(10)]
+    # Both racers live: a lease long enough that no stall of a loaded machine expires it.
+    # (An expired lease lets the other take the saga over and run its current step again,
+    # with the same idempotency key: at least once, by design, as the crash tests check.
+    # With the 0.5 s default, two full-suite runs in about a dozen failed so; with 0.15 s it
+    # happens at the first step.)
+    racer_env = {**child_env(url), "CRASH_LEASE": "30"}
     racers = [await asyncio.create_subprocess_exec(
         sys.executable, str(TESTS / "crash_child.py"), url, "race",
-        json.dumps(sagas[::step]), env=child_env(url), stdin=asyncio.subprocess.PIPE,
+        json.dumps(sagas[::step]), env=racer_env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE) for step in (1, -1)]
     for proc in racers:
         assert proc.stdout is not None
