@@ -7,11 +7,19 @@ from .definition import SagaStateMachine
 from .events import Event, EventBus
 from .exceptions import (
     BusError,
+    CommitOutcomeUnknown,
+    DuplicateMessage,
+    IdempotencyConflict,
+    InvalidSagaData,
+    LeaseHeld,
+    RevisionConflict,
     SagaConflict,
     SagaDefinitionError,
     SagaError,
     SagaNotFound,
+    SagaNotRegistered,
     StoreError,
+    UndeliverableEvent,
 )
 from .graph import TransitionInfo
 from .orchestrator import Orchestrator, RecoveryReport
@@ -27,20 +35,27 @@ from .stores.urls import open_store
 __all__ = [
     "BusError",
     "Clock",
+    "CommitOutcomeUnknown",
+    "DuplicateMessage",
     "Event",
     "EventBus",
+    "IdempotencyConflict",
     "InMemoryBus",
     "InMemoryStore",
+    "InvalidSagaData",
+    "LeaseHeld",
     "Orchestrator",
     "PostgresStore",
     "RabbitMQBus",
     "RecoveryReport",
     "Retry",
+    "RevisionConflict",
     "SQLiteStore",
     "SagaConflict",
     "SagaDefinitionError",
     "SagaError",
     "SagaNotFound",
+    "SagaNotRegistered",
     "SagaRecord",
     "SagaStateMachine",
     "SagaStatus",
@@ -51,6 +66,7 @@ __all__ = [
     "SystemClock",
     "Transition",
     "TransitionInfo",
+    "UndeliverableEvent",
     "open_store",
 ]
 

@@ -50,12 +50,50 @@ class SagaNotFound(SagaError, LookupError):
         )
 
 
+class SagaNotRegistered(SagaError, LookupError):
+    """A saga ran under a definition (name and version) this process does not have."""
+
+
+class InvalidSagaData(SagaError, ValueError):
+    """Data, a result or an id that cannot be stored; `key` is where in it (`data['a'][0]`)."""
+
+    def __init__(self, message: str, *, key: str | None = None, saga_id: str | None = None,
+                 step: str | None = None, state: str | None = None) -> None:
+        super().__init__(message, saga_id=saga_id, step=step, state=state)
+        self.key = key
+
+
 class SagaConflict(SagaError):
-    """Another writer changed the saga first (optimistic concurrency), or the id is taken."""
+    """The saga is someone else's right now: another writer, another worker, another saga."""
+
+
+class RevisionConflict(SagaConflict):
+    """Another writer changed the saga first (optimistic concurrency): reload it."""
+
+
+class LeaseHeld(SagaConflict):
+    """Another worker holds the saga's lease; `owner` and `until` (epoch seconds) say whose."""
+
+    def __init__(self, message: str, *, owner: str | None = None, until: float | None = None,
+                 saga_id: str | None = None, state: str | None = None) -> None:
+        super().__init__(message, saga_id=saga_id, state=state)
+        self.owner = owner
+        self.until = until
+
+
+class IdempotencyConflict(SagaConflict):
+    """The saga id is taken by a saga with other data or of another machine."""
 
 
 class StoreError(SagaError):
     """The saga store failed: unreachable, corrupt row, or a schema it cannot use."""
+
+
+class CommitOutcomeUnknown(StoreError):
+    """The connection failed while a commit was in flight: it may or may not be stored.
+
+    The saga must be read again before anything else is done with it.
+    """
 
 
 class DuplicateMessage(SagaError):

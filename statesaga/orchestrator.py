@@ -19,7 +19,14 @@ import structlog
 from .clock import Clock, SystemClock
 from .codec import to_json
 from .definition import SagaStateMachine
-from .exceptions import SagaConflict, SagaError, StoreError
+from .exceptions import (
+    IdempotencyConflict,
+    LeaseHeld,
+    SagaConflict,
+    SagaError,
+    SagaNotRegistered,
+    StoreError,
+)
 from .execution import Runner
 from .graph import RETRY, START_EVENT
 from .records import TERMINALS, SagaRecord, SagaStatus, Transition
@@ -92,7 +99,7 @@ class Orchestrator:
         machine = self._definitions.get((record.name, record.version))
         if machine is None:
             known = [v for (n, v) in self._definitions if n == record.name]
-            raise SagaError(
+            raise SagaNotRegistered(
                 f"saga {record.saga_id!r} ran under {record.name!r} version {record.version}, "
                 f"which is not registered (registered: {', '.join(known) or 'none'}); register "
                 "that definition (keep the old code beside the new) to finish it",
@@ -162,7 +169,7 @@ class Orchestrator:
         except SagaConflict:
             existing = await self.store.load(saga_id)
             if existing.name != machine.name or to_json(dict(existing.data), "") != data_json:
-                raise SagaConflict(
+                raise IdempotencyConflict(
                     f"saga {saga_id!r} already exists as {existing.name!r} with other data: "
                     "a saga id is an idempotency key, so use a new id for a new saga",
                     saga_id=saga_id, state=existing.state) from None
@@ -197,7 +204,7 @@ class Orchestrator:
         claimed = await self.store.claim(self.owner, now=self.clock.time(), lease=self.lease,
                                          limit=1, saga_id=record.saga_id)
         if not claimed:
-            raise SagaConflict(
+            raise LeaseHeld(
                 f"saga {record.saga_id!r} is being run by another worker (its lease is live): "
                 "wait for it, or for its lease to expire if that worker died",
                 saga_id=record.saga_id, state=record.state)

@@ -18,7 +18,13 @@ import attrs
 import structlog
 
 from ..codec import from_json
-from ..exceptions import DuplicateMessage, SagaConflict, SagaNotFound, StoreError
+from ..exceptions import (
+    DuplicateMessage,
+    RevisionConflict,
+    SagaConflict,
+    SagaNotFound,
+    StoreError,
+)
 from ..records import SagaRecord, SagaStatus, Transition
 from .base import Commit, message_json
 
@@ -226,7 +232,7 @@ def missed(commit: Commit, found: Row | None, url: str) -> NoReturn:
         raise SagaNotFound(saga_id, url)
     if found["seen"]:
         raise duplicate(commit)
-    raise SagaConflict(
+    raise RevisionConflict(
         f"saga {saga_id!r} was changed by another writer (revision {found['revision']}, "
         f"expected {expected}): reload it", saga_id=saga_id, state=found["state"])
 

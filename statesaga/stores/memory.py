@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from ..codec import from_json, to_json
-from ..exceptions import DuplicateMessage, SagaConflict, SagaNotFound
+from ..exceptions import DuplicateMessage, RevisionConflict, SagaConflict, SagaNotFound
 from ..records import SagaRecord, SagaStatus, Transition
 from .base import Commit, OutboxSignal, message_json
 
@@ -81,7 +81,7 @@ class InMemoryStore:
             raise DuplicateMessage(f"message {commit.inbox} was consumed before",
                                    saga_id=commit.saga_id)
         if row.revision != commit.revision - 1:
-            raise SagaConflict(
+            raise RevisionConflict(
                 f"saga {commit.saga_id!r} was changed by another writer (revision "
                 f"{row.revision}, expected {commit.revision - 1}): reload it",
                 saga_id=commit.saga_id, state=row.state)
