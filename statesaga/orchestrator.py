@@ -17,7 +17,7 @@ import attrs
 import structlog
 
 from .clock import Clock, SystemClock
-from .codec import to_json
+from .codec import check_id, to_json
 from .definition import SagaStateMachine
 from .exceptions import (
     IdempotencyConflict,
@@ -137,9 +137,7 @@ class Orchestrator:
     ) -> tuple[SagaRecord, bool]:
         """The new saga's record and True, or the existing one with that id and False."""
         self.register(machine)
-        saga_id = uuid.uuid4().hex if saga_id is None else saga_id
-        if not isinstance(saga_id, str) or not saga_id:
-            raise SagaError(f"saga_id must be a non-empty string, not {saga_id!r}")
+        saga_id = uuid.uuid4().hex if saga_id is None else check_id(saga_id)
         if saga_id in self._active:
             return await asyncio.shield(self._active[saga_id][1]), False
         data = {} if data is None else data

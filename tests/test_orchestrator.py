@@ -412,7 +412,7 @@ async def test_a_step_result_that_is_not_json_names_the_step_and_compensates_it(
     m.step("b", lambda ctx: {1, 2}, compensation=rec.undo("b"))
     record = await orch().run(m)
     assert SagaStatus.COMPENSATED is record.status
-    assert "the result of step 'b' is not JSON: value is of type set" in (record.error or "")
+    assert "the result of step 'b' cannot be stored: value is of type set" in (record.error or "")
     assert ["a", "undo b", "undo a"] == rec.calls
     assert "b" not in record.results
 

@@ -573,7 +573,7 @@ async def test_a_participant_state_that_is_not_json_consumes_nothing(
         durable: Backend) -> None:
     store = durable.store()
 
-    with pytest.raises(SagaError, match="hotel's state is not JSON"):
+    with pytest.raises(SagaError, match="hotel's state cannot be stored"):
         await store.participant_apply("hotel", "s1", "m1", {"when": T0}, [{"type": "x"}])
 
     assert await store.participant_apply("hotel", "s1", "m1", {"ok": True}, [])
