@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -22,16 +21,13 @@ from .definition import SagaStateMachine
 from .events import Event, EventBus
 from .exceptions import (
     BusError,
-    DuplicateMessage,
     SagaConflict,
-    SagaNotFound,
     UndeliverableEvent,
 )
 from .graph import RESERVED_EVENTS
 from .orchestrator import Orchestrator
-from .records import TERMINALS, SagaRecord, Transition
-from .saga_run import SagaRun
-from .stores.base import Commit, OutboxSignal
+from .records import SagaRecord
+from .stores.base import OutboxSignal
 
 _log = structlog.get_logger("statesaga")
 
@@ -61,84 +57,18 @@ def waits_for(machine: SagaStateMachine) -> set[str]:
             and graph.defs[t.source].step.action is None and t.event != "succeed"}
 
 
-async def deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
-    """Move the saga `event` is for; None if the event was delivered before (a duplicate).
+async def deliver(orch: Orchestrator, event: Event) -> SagaRecord:
+    """Move the saga `event` is for (its correlation id) through `Orchestrator.send`.
 
-    An event with no transition from the saga's state is recorded as ignored. An event
-    that cannot reach a saga raises `UndeliverableEvent` (the bus dead-letters it).
+    An event with no transition from the saga's state is recorded as ignored; a duplicate
+    changes nothing. An event that cannot reach a saga raises `UndeliverableEvent` (the bus
+    dead-letters it).
     """
     if not event.correlation_id:
         raise UndeliverableEvent(
             f"event {event.type!r} (message {event.message_id}) has no correlation_id: "
             "set it to the saga id")
-    active = orch._active.get(event.correlation_id)
-    if active is not None:  # this process drives it right now: let that finish first
-        await asyncio.shield(active[1])
-    parked = orch._parked.pop(event.correlation_id, None)
-    if parked is not None:  # no claim, no load: the commit's revision check guards it
-        try:
-            fired = await _apply(orch, parked, event)
-        except DuplicateMessage:
-            return None
-        except SagaConflict:
-            pass  # it moved elsewhere meanwhile: load it afresh below
-        else:
-            return await orch._drive(parked, resumed=False)
-    claimed = await orch.store.claim(orch.owner, now=orch.clock.time(), lease=orch.lease,
-                                     limit=1, saga_id=event.correlation_id)
-    try:
-        if not claimed:  # finished, unknown, or run by another worker right now
-            try:
-                record = await orch.store.load(event.correlation_id)
-            except SagaNotFound:
-                raise UndeliverableEvent(
-                    f"event {event.type!r} (message {event.message_id}) is for saga "
-                    f"{event.correlation_id!r}, which does not exist",
-                    saga_id=event.correlation_id) from None
-            if not record.is_terminal:
-                raise SagaConflict(f"saga {record.saga_id!r} is being run by another worker",
-                                   saga_id=record.saga_id, state=record.state)
-            await _ignore(orch, SagaRun(orch.definition(record), record), event)
-            return await orch.store.load(record.saga_id)
-        run = SagaRun(orch.definition(claimed[0]), claimed[0])
-        try:
-            fired = await _apply(orch, run, event)
-        except BaseException:
-            await orch.store.release(orch.owner, [run.saga_id])
-            raise
-    except DuplicateMessage:
-        _log.info("saga.duplicate_event", saga_id=event.correlation_id,
-                  message_id=event.message_id)
-        return None
-    # unchanged state: a step or compensation in it may have been cut off by a dead process
-    return await orch._drive(run, resumed=not fired)
-
-
-async def _apply(orch: Orchestrator, run: SagaRun, event: Event) -> bool:
-    """Fire `event` on the saga, or record it as ignored; True if it moved the saga."""
-    fired = await orch._runner.fire(run, event.type, payload=event, inbox=event.message_id)
-    if not fired:
-        await _ignore(orch, run, event)
-    return fired
-
-
-async def _ignore(orch: Orchestrator, run: SagaRun, event: Event) -> None:
-    """Record an event the saga has no transition for: in the history, state unchanged."""
-    waiting = orch._runner._waits(run.definition.graph, run.state)
-    owner = None if waiting or run.state in TERMINALS else orch.owner  # keep only to drive on
-    at = datetime.fromtimestamp(orch.clock.time(), UTC)
-    reason = f"ignored: no transition on {event.type!r} from {run.state}"
-    transition = Transition(at, run.state, run.state, event.type, reason=reason,
-                            worker=orch.owner)
-    run.history.append(transition)
-    run.revision += 1
-    await orch.store.commit(Commit(
-        saga_id=run.saga_id, revision=run.revision, state=run.state,
-        status=run.record().status, error=run.error, transition=transition,
-        owner=owner, lease_until=None if owner is None else orch.clock.time() + orch.lease,
-        waiting=waiting, wake_at=orch._runner.due(run), inbox=event.message_id))
-    _log.info("saga.event_ignored", saga_id=run.saga_id, state=run.state, trigger=event.type,
-              message_id=event.message_id)
+    return await orch.send(event.correlation_id, event)
 
 
 class Choreography:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -23,6 +23,10 @@ class Clock(Protocol):
         """Await `aw`; cancel it and raise `TimeoutError` after `timeout` seconds."""
         ...
 
+    async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
+        """Run blocking `func(*args)` in a thread, so that the loop goes on meanwhile."""
+        ...
+
 
 class SystemClock:
     """The real clock and asyncio's timers."""
@@ -38,3 +42,6 @@ class SystemClock:
 
     async def wait_for(self, aw: Awaitable[T], timeout: float) -> T:
         return await asyncio.wait_for(aw, timeout)
+
+    async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(func, *args)

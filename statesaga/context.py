@@ -1,4 +1,4 @@
-"""What an action, a compensation or a hook receives: the saga's context for one attempt."""
+"""What an action, a compensation, a guard or a hook receives: the saga's context for one call."""
 
 from __future__ import annotations
 
@@ -11,28 +11,33 @@ _log = structlog.get_logger("statesaga")
 
 
 class StepContext:
-    """The saga's view for one attempt of one step (or one hook call).
+    """The saga's view for one attempt of one step, or one hook or guard call.
 
     `idempotency_key` is `"<saga_id>:<step>"`, the same in the action and in its
     compensation, so an undo can find what was done even when no result came back.
     `result` is, in a compensation, what the action returned (None if its outcome is
     unknown). `data` is the saga's input, read-only: share outputs by returning them.
+    `event` is the event being handled (in guards and hooks of an event's transition).
+    `fence` grows with every claim of the saga: pass it with the idempotency key, so a
+    service can refuse a stalled worker's late call (a lower fence than one it has seen).
     """
 
-    __slots__ = ("_log", "attempt", "data", "name", "outbox", "result", "results", "saga_id",
-                 "step")
+    __slots__ = ("_log", "attempt", "data", "event", "fence", "name", "outbox", "result",
+                 "results", "saga_id", "step")
 
     def __init__(
         self,
         saga_id: str,
         step: str,
-        data: Mapping[str, Any],
+        data: Any,
         results: Mapping[str, Any],
         *,
         attempt: int = 1,
         result: Any = None,
         name: str = "",
         outbox: list[Any] | None = None,
+        event: Any = None,
+        fence: int = 0,
     ) -> None:
         self.saga_id = saga_id
         self.step = step
@@ -42,6 +47,8 @@ class StepContext:
         self.result = result
         self.name = name
         self.outbox = outbox
+        self.event = event
+        self.fence = fence
         self._log: Any = None
 
     @property
@@ -66,4 +73,4 @@ class StepContext:
 
     def __repr__(self) -> str:
         return (f"StepContext(saga_id={self.saga_id!r}, step={self.step!r}, "
-                f"attempt={self.attempt})")
+                f"attempt={self.attempt}, fence={self.fence})")

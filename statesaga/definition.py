@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, overload
 
 import structlog
 
+from . import hooks, kernel
+from .context import StepContext
 from .exceptions import SagaDefinitionError
 from .graph import (
     Edge,
@@ -44,7 +47,6 @@ class SagaStateMachine:
         self._edges: list[Edge] = []
         self._problems: list[str] = []
         self._graph: Graph | None = None
-        self._machine: Any = None
         self._frozen_by: str | None = None
         if (problem := check_name("saga", name)) is not None:
             self._problems.append(problem)
@@ -172,10 +174,6 @@ class SagaStateMachine:
         if timeout is not None and not _positive(timeout):
             self._problems.append(f"{where}: timeout must be a number of seconds > 0, "
                                   f"not {timeout!r}")
-        elif timeout is not None and action is not None and not is_async(action):
-            self._problems.append(
-                f"{where}: has a timeout but its action is a plain function, which nothing can "
-                "interrupt: make it `async def` (blocking code: `await asyncio.to_thread(...)`)")
         spec = StepSpec(
             name=name, action=action, compensation=compensation,
             retry=retry if isinstance(retry, Retry) else ACTION_RETRY,
@@ -220,7 +218,6 @@ class SagaStateMachine:
                 f"it is already in use by {self._frozen_by} and can no longer change: "
                 "define a new SagaStateMachine (its version identifies it to the store)"])
         self._graph = None
-        self._machine = None
 
     def freeze(self, by: str) -> None:
         """Check the definition and refuse further changes (called when a saga may run it)."""
@@ -240,18 +237,13 @@ class SagaStateMachine:
             graph, problems = compile_graph(self.name, self._defs, self._edges, self._problems)
             if graph is None:
                 raise SagaDefinitionError(self.name, problems)
+            for d in graph.defs.values():  # which code runs on the loop, which in a thread
+                d.step.is_async = d.step.action is not None and is_async(d.step.action)
+                d.step.undo_is_async = (d.step.compensation is not None
+                                        and is_async(d.step.compensation))
             self._graph = graph
             KNOWN[(self.name, graph.version)] = self
         return self._graph
-
-    @property
-    def machine(self) -> Any:
-        """The shared `transitions` machine (built on first use)."""
-        if self._machine is None:
-            from .machine import build_machine
-
-            self._machine = build_machine(self.graph)
-        return self._machine
 
     @property
     def version(self) -> str:
@@ -273,25 +265,37 @@ class SagaStateMachine:
 
     # -- running one event --------------------------------------------------------------
 
-    async def handle_event(self, state: str, event: Any, context: Any = None) -> str:
+    async def handle_event(self, state: str, event: Any, data: Any = None) -> str:
         """Fire `event` (a name, or an object with `.type`) in `state`; return the new state.
 
         Order: the guard, on_exit of the old state, the transition's action, on_enter of the
-        new one. An event with no transition from `state` leaves it unchanged.
+        new one; each gets a `StepContext` (`.data`, `.event`), as under the orchestrator.
+        An event with no transition from `state` leaves it unchanged. A saga's history is
+        not known here, so a failure walks straight to `compensated`.
         """
         name = event if isinstance(event, str) else getattr(event, "type", None)
         if not isinstance(name, str):
             raise TypeError(f"event must be a name or have a `type` attribute, not {event!r}")
-        if state not in self.graph.states:
+        graph = self.graph
+        if state not in graph.states:
             raise SagaDefinitionError(self.name, [
                 f"state {state!r} is not a state of this machine; its states are "
-                f"{', '.join(self.graph.states)}"])
-        probe = _Probe(state)
-        trigger = self.machine.events.get(name)
-        if trigger is None or not await trigger.trigger(probe, event=event, context=context):
-            _log.debug("saga.event_ignored", saga=self.name, state=state, trigger=name)
-            return state
-        return probe.state
+                f"{', '.join(graph.states)}"])
+        view = MappingProxyType(dict(data or {})) if isinstance(data, Mapping | None) else data
+
+        def context_for(at: str) -> StepContext:
+            return StepContext("", at, view, {}, name=self.name, event=event, outbox=[])
+
+        try:
+            edge = await hooks.route(graph, state, event, context_for)
+            move = kernel.decide(graph, kernel.assumed(graph, state), name, edge)
+            if move is None:
+                _log.debug("saga.event_ignored", saga=self.name, state=state, trigger=name)
+                return state
+            await hooks.run_callbacks(graph, move, event, context_for, strict=True)
+        except hooks.HookFailed as exc:
+            raise exc.exc from None
+        return move.dest
 
     def __repr__(self) -> str:
         return f"<SagaStateMachine {self.name!r} with {len(self._defs)} states>"
@@ -301,16 +305,6 @@ class SagaStateMachine:
         from .diagrams import mimebundle
 
         return mimebundle(self)
-
-
-class _Probe:
-    """A throwaway model for `handle_event`: just a state."""
-
-    __slots__ = ("state", "target")
-
-    def __init__(self, state: str) -> None:
-        self.state = state
-        self.target: str | None = None
 
 
 def _positive(value: object) -> bool:

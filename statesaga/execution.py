@@ -1,4 +1,9 @@
-"""Runs sagas: attempts with retries and timeouts, each transition committed before the next."""
+"""Runs sagas: the I/O around the kernel's decisions.
+
+Calling the user's code (with retries, timeouts, a thread for plain functions), asking
+guards, running hooks, and committing each decided move before the next action runs.
+Which move is made is never decided here: `kernel.decide` does that.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +15,17 @@ from typing import Any
 
 import structlog
 
+from . import hooks, kernel
 from .clock import Clock
-from .codec import to_json
-from .context import StepContext
-from .exceptions import SagaError, describe
-from .graph import (
-    ABORT,
-    FAIL,
-    FAILURE,
-    RETRY,
-    RETRY_UNKNOWN,
-    SUCCEED,
-    TIMEOUT,
-    UNKNOWN,
-    Graph,
-    mirror,
-)
-from .records import (
-    COMPENSATED,
-    FAILED,
-    MIRROR_PREFIX,
-    TERMINALS,
-    Transition,
-    status_of,
-)
+from .codec import from_json, storable_text, to_json
+from .exceptions import InvalidSagaData, SagaError, describe
+from .graph import Edge
+from .hooks import HookFailed
+from .records import FAILED, TERMINALS, Kind, Trigger
 from .retry import Retry
-from .saga_run import SagaRun, move_undo
-from .stores.base import Commit, SagaStore
+from .saga_run import SagaRun
+from .steps import StepSpec
+from .stores.base import SagaStore
 
 _log = structlog.get_logger("statesaga")
 
@@ -67,57 +56,37 @@ class Runner:
 
     async def drive(self, run: SagaRun, *, resumed: bool = False) -> None:
         """Run the saga until it is terminal or waits for an outside event."""
-        graph = run.definition.graph
+        graph = run.graph
         if resumed and not run.pending and run.state not in TERMINALS:
+            spec = _spec(run)
             d = graph.defs.get(run.state)
-            spec = d.step if d is not None else graph.defs[run.state[len(MIRROR_PREFIX):]].step
             if (spec.action if d is not None else spec.compensation) is not None:
-                attempt = self._attempt(run)
-                await self.fire(run, RETRY_UNKNOWN, step=spec.name, attempt=attempt,
+                attempt = run.pos.attempt + 1
+                await self.fire(run, Trigger.RETRY_UNKNOWN, step=spec.name, attempt=attempt,
                                 error=f"outcome unknown: the process running attempt {attempt} "
                                       "stopped before it was recorded")
         run.pending = False
         while run.state not in TERMINALS and not self.stopping:
-            if run.abort is not None and not run.state.startswith(MIRROR_PREFIX):
-                await self.fire(run, ABORT, error=f"aborted: {run.abort}", reason=run.abort)
-                continue
             d = graph.defs.get(run.state)
-            if d is None:
-                await self._compensate(run, graph, graph.defs[run.state[len(MIRROR_PREFIX):]]
-                                       .step)
+            if run.abort is not None and d is not None:
+                await self.fire(run, Trigger.ABORT, error=f"aborted: {run.abort}",
+                                reason=run.abort)
+            elif d is None:
+                await self._compensate(run, _spec(run))
             elif d.step.action is not None:
                 await self._forward(run, d.step)
             else:  # an explicit state: it waits for an outside event, or its timer
-                due = self.due(run)
+                due = kernel.due(graph, run.state, run.entered_at, run.deadline_at)
                 if due is None or due > self.clock.time():
                     return
-                await self.fire(run, TIMEOUT, step=run.state, error=(
+                await self.fire(run, Trigger.TIMEOUT, step=run.state, error=(
                     f"no event came in {run.state} within its timeout of {d.step.timeout}s"
                     if run.deadline_at is None or due < run.deadline_at else
                     f"the saga's deadline of {run.definition.deadline}s passed in {run.state}"))
 
-    @staticmethod
-    def _retries(run: SagaRun) -> list[str]:
-        """The retry events since the saga entered its current state (ignored events skipped)."""
-        out = []
-        for t in reversed(run.history):
-            if t.source != t.dest or t.dest != run.state:
-                break
-            if t.event in (RETRY, RETRY_UNKNOWN):
-                out.append(t.event)
-        return out
-
-    def _attempt(self, run: SagaRun) -> int:
-        """The number of the attempt about to run in the current state (from the history)."""
-        return 1 + len(self._retries(run))
-
-    def _in_doubt(self, run: SagaRun) -> bool:
-        return RETRY_UNKNOWN in self._retries(run)
-
-    async def _forward(self, run: SagaRun, spec: Any) -> None:
-        attempt = self._attempt(run)
+    async def _forward(self, run: SagaRun, spec: StepSpec) -> None:
+        attempt = run.pos.attempt + 1
         limit = max(spec.retry.attempts, attempt)
-        unknown = self._in_doubt(run)
         while run.abort is None:
             timeout, deadline_bound = spec.timeout, False
             if run.deadline_at is not None:
@@ -128,26 +97,12 @@ class Runner:
                 if timeout is None or left < timeout:
                     timeout, deadline_bound = left, True
             run.outbox = []  # what this attempt publishes leaves only if it succeeds
-            ctx = StepContext(run.saga_id, spec.name, run.data, run.results, attempt=attempt,
-                              name=run.definition.name, outbox=run.outbox)
-            out = await self._attempt_once(run, spec.action, ctx, timeout)
+            ctx = run.context(spec.name, attempt=attempt)
+            assert spec.action is not None
+            out = await self._attempt_once(run, spec.action, ctx, timeout, spec.is_async)
             if out.exc is None:
-                try:
-                    result_json = to_json(out.result, f"the result of step {spec.name!r}",
-                                          saga_id=run.saga_id, step=spec.name)
-                except SagaError as exc:
-                    out = _Outcome(out.duration, exc=exc, error=str(exc), unknown=True)
-                else:
-                    run.results[spec.name] = out.result
-                    if not await self.fire(run, SUCCEED, step=spec.name, attempt=attempt,
-                                           duration=out.duration,
-                                           result=result_json):
-                        run.results.pop(spec.name)
-                        await self.fire(run, TIMEOUT, step=spec.name, attempt=attempt, error=(
-                            f"step {spec.name!r} succeeded but no transition out of it accepted "
-                            "the result (every guard on its 'succeed' transitions said no): "
-                            "compensating it; add a transition without a guard as the default"))
-                    return
+                await self._succeeded(run, spec, attempt, out)
+                return
             run.outbox = []
             if run.abort is not None:
                 return  # the attempt was aborted: `drive` fires the abort
@@ -157,64 +112,98 @@ class Runner:
                 if deadline_bound:
                     await self._deadline(run, spec.name, attempt, out.duration)
                     return
-            unknown = unknown or out.unknown
             error = out.error or describe(out.exc)
-            run.log.info("saga.attempt_failed", step=spec.name, attempt=attempt,
-                         exc_info=out.exc)
+            run.log.info("saga.attempt_failed", step=spec.name, attempt=attempt, error=error)
             if attempt >= limit or not _retryable(spec.retry, out.exc):
-                await self.fire(run, TIMEOUT if unknown else FAIL, step=spec.name,
-                                attempt=attempt, duration=out.duration,
+                unknown = out.unknown or run.pos.in_doubt
+                await self.fire(run, Trigger.TIMEOUT if unknown else Trigger.FAIL,
+                                step=spec.name, attempt=attempt, duration=out.duration,
                                 error=f"step {spec.name!r} failed on attempt {attempt}: {error}")
                 return
-            await self.fire(run, RETRY_UNKNOWN if out.unknown else RETRY, step=spec.name,
-                            attempt=attempt, duration=out.duration, error=error)
+            await self.fire(run, Trigger.RETRY_UNKNOWN if out.unknown else Trigger.RETRY,
+                            step=spec.name, attempt=attempt, duration=out.duration, error=error)
             await self._backoff(run, spec.retry, attempt)
             attempt += 1
+
+    async def _succeeded(self, run: SagaRun, spec: StepSpec, attempt: int,
+                         out: _Outcome) -> None:
+        """The action returned: store its result (as JSON, once) and take the way on."""
+        name = spec.name
+        try:
+            text = to_json(out.result, f"the result of step {name!r}", saga_id=run.saga_id,
+                           step=name, root="result")
+        except InvalidSagaData as exc:
+            await self.fire(run, Trigger.INVALID_RESULT, step=name, attempt=attempt,
+                            duration=out.duration, error=f"{exc}; the action ran, so it is "
+                                                         "compensated too")
+            return
+        value = None if text == "null" else from_json(text)
+        run.results[name] = value  # guards see it; a compensation too, if it comes to that
+        try:
+            edge = await self._route(run, Trigger.SUCCEED, value)
+            if edge is not None:
+                await self.fire(run, Trigger.SUCCEED, edge=edge, step=name, attempt=attempt,
+                                duration=out.duration, result=text, value=value, strict=True)
+                return
+            error = (f"step {name!r} succeeded but no transition out of it accepted the "
+                     "result (every guard on its 'succeed' transitions said no): compensating "
+                     "it; add a transition without a guard as the default")
+            event = Trigger.NO_ROUTE
+        except HookFailed as exc:
+            error, event = f"step {name!r} succeeded, but {exc}", Trigger.HOOK_FAILED
+        await self.fire(run, event, step=name, attempt=attempt, duration=out.duration,
+                        error=error, result=text, value=value)
+
+    async def _route(self, run: SagaRun, event: Any, value: Any = None) -> Edge | None:
+        """The declared transition `event` takes (its guards asked), or None."""
+        return await hooks.route(run.graph, run.state, event,
+                                 lambda state: run.context(state, event=event, result=value))
 
     async def _deadline(self, run: SagaRun, step: str, attempt: int | None,
                         duration: float | None) -> None:
         """The saga's deadline passed in `step`: its outcome is unknown, compensate it too."""
         run.log.warning("saga.deadline", step=step, attempt=attempt)
-        await self.fire(run, TIMEOUT, step=step, attempt=attempt, duration=duration, error=(
-            f"the saga's deadline of {run.definition.deadline}s passed during step {step!r}"))
+        await self.fire(run, Trigger.TIMEOUT, step=step, attempt=attempt, duration=duration,
+                        error=f"the saga's deadline of {run.definition.deadline}s passed "
+                              f"during step {step!r}")
 
-    async def _compensate(self, run: SagaRun, graph: Graph, spec: Any) -> None:
-        attempt = self._attempt(run)
+    async def _compensate(self, run: SagaRun, spec: StepSpec) -> None:
+        attempt = run.pos.attempt + 1
         policy: Retry = spec.compensation_retry
         limit = max(policy.attempts, attempt)
+        assert spec.compensation is not None
         while True:
             run.outbox = []
-            ctx = StepContext(run.saga_id, spec.name, run.data, run.results, attempt=attempt,
-                              result=run.results.get(spec.name), name=run.definition.name,
-                              outbox=run.outbox)
+            ctx = run.context(spec.name, attempt=attempt, result=run.results.get(spec.name))
             timeout = spec.timeout if spec.action is not None else None
             out = await self._attempt_once(run, spec.compensation, ctx, timeout,
-                                           abortable=False)
+                                           spec.undo_is_async, abortable=False)
             if out.exc is None:
-                await self.fire(run, SUCCEED, step=spec.name, attempt=attempt,
+                await self.fire(run, Trigger.SUCCEED, step=spec.name, attempt=attempt,
                                 duration=out.duration)
                 return
             run.outbox = []
             error = describe(out.exc)
             run.log.warning("saga.compensation_failed", step=spec.name, attempt=attempt,
-                            exc_info=out.exc)
+                            error=error)
             if attempt >= limit or not _retryable(policy, out.exc):
                 stuck = (f"saga {run.saga_id!r} is stuck in {run.state} after {attempt} "
                          f"attempt{'s' if attempt > 1 else ''}: {error}; fix what makes the "
                          f"{spec.name!r} compensation fail, then run `statesaga retry "
                          f"{run.saga_id}` (or `await orchestrator.retry({run.saga_id!r})`)")
-                await self.fire(run, FAIL, step=spec.name, attempt=attempt,
+                await self.fire(run, Trigger.FAIL, step=spec.name, attempt=attempt,
                                 duration=out.duration, error=stuck)
                 run.log.error("saga.stuck", step=spec.name, state=FAILED, error=stuck)
                 return
-            await self.fire(run, RETRY_UNKNOWN if isinstance(out.exc, TimeoutError) else RETRY,
-                            step=spec.name, attempt=attempt, duration=out.duration, error=error)
+            await self.fire(run, Trigger.RETRY_UNKNOWN if isinstance(out.exc, TimeoutError)
+                            else Trigger.RETRY, step=spec.name, attempt=attempt,
+                            duration=out.duration, error=error)
             await self._backoff(run, policy, attempt)
             attempt += 1
 
     async def _backoff(self, run: SagaRun, policy: Retry, attempt: int) -> None:
         delay = policy.delay(attempt)
-        if run.deadline_at is not None and not run.state.startswith(MIRROR_PREFIX):
+        if run.deadline_at is not None and run.state in run.graph.defs:
             delay = max(0.0, min(delay, run.deadline_at - self.clock.time()))
         if delay > 0:
             run.interruptible = True
@@ -227,15 +216,22 @@ class Runner:
             finally:
                 run.interruptible = False
 
-    async def _attempt_once(self, run: SagaRun, func: Callable[..., Any], ctx: StepContext,
-                            timeout: float | None, abortable: bool = True) -> _Outcome:
-        """Call `func(ctx)` once, sync or async, under `timeout`; never raises an error."""
+    async def _attempt_once(self, run: SagaRun, func: Callable[..., Any], ctx: Any,
+                            timeout: float | None, is_async: bool, abortable: bool = True
+                            ) -> _Outcome:
+        """Call `func(ctx)` once under `timeout`; never raises an error.
+
+        A coroutine function runs on the loop; a plain function in a thread, so that it
+        blocks no other saga (a timeout then leaves its outcome unknown: it runs on).
+        """
         clock = self.clock
         start = clock.monotonic()
         run.interruptible = abortable
         try:
-            result = func(ctx)  # a plain function runs inline: nothing can interrupt it
+            result = func(ctx) if is_async else clock.run_sync(func, ctx)
             if inspect.isawaitable(result):
+                result = await (result if timeout is None else clock.wait_for(result, timeout))
+            if inspect.isawaitable(result):  # a plain function that returned a coroutine
                 result = await (result if timeout is None else clock.wait_for(result, timeout))
         except asyncio.CancelledError as exc:
             if run.abort is None:
@@ -252,93 +248,97 @@ class Runner:
     async def fire(
         self,
         run: SagaRun,
-        event: str,
+        event: Any,
         *,
+        edge: Edge | None = None,
         step: str | None = None,
         attempt: int | None = None,
         duration: float | None = None,
         error: str | None = None,
         result: str | None = None,
+        value: Any = None,
         reason: str | None = None,
-        payload: Any = None,
         inbox: str | None = None,
+        strict: bool = False,
     ) -> bool:
-        """Move the saga on `event` and commit the transition; False if nothing fired."""
-        graph = run.definition.graph
-        source = run.state
-        run.target = self._target(graph, run, source, event)
-        trigger = run.definition.machine.events.get(event)
-        try:
-            if trigger is None or not await trigger.trigger(run, event=payload or event,
-                                                            context=None):
-                return False
-        except BaseException:
-            run.state = source  # a hook raised: nothing was committed, the saga stays put
-            run.outbox = []
-            raise
-        dest = run.state
-        kind = graph.kinds[(source, event, dest)]
-        move_undo(graph, run.undo, source, kind)
-        if kind in (FAILURE, UNKNOWN):
-            run.cause = error
-        if dest == FAILED:
-            run.error = error
-        elif dest.startswith(MIRROR_PREFIX) or dest == COMPENSATED:
-            run.error = run.cause
-        at = datetime.fromtimestamp(self.clock.time(), UTC)
-        transition = Transition(at, source, dest, event, step, attempt, error, duration, reason,
-                                worker=self.owner)
-        run.history.append(transition)
-        run.revision += 1
-        done = dest in TERMINALS
-        waiting = self._waits(graph, dest)
-        keep = not (done or waiting)  # a finished or waiting saga needs no lease: release it
-        commit = Commit(
-            saga_id=run.saga_id, revision=run.revision, state=dest,
-            status=status_of(dest), error=run.error, transition=transition, result=result,
-            owner=self.owner if keep else None,
-            lease_until=self.clock.time() + self.lease if keep else None,
-            messages=run.outbox, waiting=waiting, inbox=inbox,
-            wake_at=self.due(run) if not done else None)
-        run.outbox = []
-        abort = await self.store.commit(commit)
-        if abort is not None and run.abort is None and not done:
-            run.abort = abort
-        run.log.info("saga.transition", source=source, dest=dest, trigger=event, step=step,
-                     attempt=attempt,
-                     duration_ms=None if duration is None else round(duration * 1000, 3))
-        if kind in (FAILURE, UNKNOWN):
-            run.log.warning("saga.compensating", step=step, trigger=event, error=error)
+        """Make the move the kernel decides for `event` and commit it; False if none.
+
+        `event` is a name or an object with `.type` (an outside event, handed to guards and
+        actions). A hook that raises in a forward move raises `HookFailed` and nothing is
+        committed (`strict`), or is logged and the move goes on (a walk back, which must).
+        """
+        name = event if isinstance(event, str) else event.type
+        move = kernel.decide(run.graph, run.pos, name, edge, error)
+        if move is None:
+            return False
+        await self._callbacks(run, move, event, strict=strict or move.kind is Kind.FORWARD)
+        await self.commit(run, move, step=step, attempt=attempt, duration=duration,
+                          error=error, result=result, value=value, reason=reason, inbox=inbox)
         return True
 
-    @staticmethod
-    def due(run: SagaRun) -> float | None:
-        """When a saga waiting in its state times out (its state's timeout, or the deadline)."""
-        d = run.definition.graph.defs.get(run.state)
-        if d is None or d.step.action is not None:
-            return None
-        times = [] if run.deadline_at is None else [run.deadline_at]
-        if d.step.timeout is not None:
-            entered = next(t.at for t in reversed(run.history)
-                           if t.dest == run.state and t.source != t.dest)
-            times.append(entered.timestamp() + d.step.timeout)
-        return min(times, default=None)
+    async def _callbacks(self, run: SagaRun, move: kernel.Move, event: Any, *, strict: bool
+                         ) -> None:
+        await hooks.run_callbacks(run.graph, move, event,
+                                  lambda state: run.context(state, event=event),
+                                  strict=strict, log=run.log)
 
-    @staticmethod
-    def _waits(graph: Graph, state: str) -> bool:
-        """Does the saga wait in `state` for an outside event (nothing of its own to run)?"""
-        d = graph.defs.get(state)
-        return d is not None and d.step.action is None
+    async def commit(self, run: SagaRun, move: kernel.Move, *, step: str | None = None,
+                     attempt: int | None = None, duration: float | None = None,
+                     error: str | None = None, result: str | None = None, value: Any = None,
+                     reason: str | None = None, inbox: str | None = None) -> None:
+        """Write `move` (built by the kernel) to the store, then take it in memory."""
+        graph = run.graph
+        now = self.clock.time()
+        entered = now if move.dest != move.source or move.edge is not None else run.entered_at
+        transition, commit = kernel.record(
+            graph, move, saga_id=run.saga_id, revision=run.revision + 1,
+            at=datetime.fromtimestamp(now, UTC), step=step, attempt=attempt,
+            error=storable_text(error), duration=duration, reason=storable_text(reason),
+            worker=self.owner, result=result, owner=self.owner, lease_until=now + self.lease,
+            messages=run.outbox, inbox=inbox,
+            wake_at=kernel.due(graph, move.dest, entered, run.deadline_at))
+        try:
+            abort = await self.store.commit(commit)
+        except BaseException:
+            run.outbox = []
+            if result is not None and step is not None:
+                run.results.pop(step, None)
+            raise
+        run.revision += 1
+        run.apply(move, transition, entered)
+        if abort is not None and run.abort is None and move.dest not in TERMINALS:
+            run.abort = abort
+        run.log.info("saga.transition", source=move.source or None, dest=move.dest,
+                     trigger=move.event, step=step, attempt=attempt,
+                     duration_ms=None if duration is None else round(duration * 1000, 3))
+        if move.kind is Kind.FAILURE or move.kind is Kind.UNKNOWN:
+            run.log.warning("saga.compensating", step=step, trigger=move.event, error=error)
 
-    @staticmethod
-    def _target(graph: Graph, run: SagaRun, source: str, event: str) -> str | None:
-        """The mirror state a walk back from `source` on `event` must reach."""
-        if event == SUCCEED and not source.startswith(MIRROR_PREFIX):
-            return None
-        if event in (TIMEOUT, ABORT) and graph.compensable(source):
-            return mirror(source)
-        stack = run.undo[:-1] if event == SUCCEED else run.undo
-        return mirror(stack[-1]) if stack else COMPENSATED
+    async def deliver(self, run: SagaRun, event: Any, *, inbox: str | None = None,
+                      error: str | None = None) -> bool:
+        """An outside event for `run`: take the first transition its guards allow, or record
+        it as ignored; a guard or hook that raises rejects it (recorded, then raised)."""
+        try:
+            edge = await self._route(run, event)
+            moved = edge is not None and await self.fire(run, event, edge=edge, error=error,
+                                                         inbox=inbox, strict=True)
+        except HookFailed as exc:
+            await self.commit(run, kernel.ignore(run.pos, event.type), inbox=inbox,
+                              reason=f"rejected: {exc}")
+            raise exc.exc from exc
+        if not moved:
+            await self.commit(run, kernel.ignore(run.pos, event.type), inbox=inbox,
+                              reason=f"ignored: no transition on {event.type!r} from "
+                                     f"{run.state}")
+            run.log.info("saga.event_ignored", state=run.state, trigger=event.type)
+        return moved
+
+
+def _spec(run: SagaRun) -> StepSpec:
+    """The step whose action or compensation runs in the saga's state."""
+    graph = run.graph
+    d = graph.defs.get(run.state)
+    return d.step if d is not None else graph.defs[graph.undoes[run.state]].step
 
 
 def _retryable(policy: Retry, exc: BaseException) -> bool:

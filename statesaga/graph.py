@@ -1,9 +1,9 @@
 """Compiles a saga definition into its full graph: checks it, then adds the mirror and terminals.
 
-Every forward state `s` with a compensation gets `compensating_s`. For every forward
-path `A -> ... -> B` through states with nothing to undo, the mirror has
-`compensating_B -> compensating_A` (or `-> compensated` when nothing before B undoes).
-Which of several mirror edges fires is decided at run time by the path the saga took.
+Every forward state `s` with a compensation gets `compensating_s`. Which mirror state a
+failure leads to is decided at run time by the kernel, from the path the saga took (its
+undo stack); `transitions` lists every mirror edge that may fire, for introspection and
+drawings. `routes` holds the declared transitions the kernel chooses from.
 """
 
 from __future__ import annotations
@@ -16,25 +16,21 @@ from typing import Any
 
 import attrs
 
-from .records import COMPENSATED, COMPLETED, FAILED, MIRROR_PREFIX, TERMINALS
+from .records import COMPENSATED, COMPLETED, FAILED, MIRROR_PREFIX, TERMINALS, Kind, Trigger
 from .steps import StepSpec, qualified_name
 
 START = ""  # the virtual state before the first one: its "compensation" is `compensated`
 
-# Events the toolkit fires itself; a user's transition may not use them.
 SUCCEED, FAIL, TIMEOUT, ABORT, RETRY, RETRY_UNKNOWN, START_EVENT = (
-    "succeed", "fail", "timeout", "abort", "retry", "retry_unknown", "start")
-RESERVED_EVENTS = frozenset({FAIL, TIMEOUT, ABORT, RETRY, RETRY_UNKNOWN, START_EVENT})
+    Trigger.SUCCEED, Trigger.FAIL, Trigger.TIMEOUT, Trigger.ABORT, Trigger.RETRY,
+    Trigger.RETRY_UNKNOWN, Trigger.START)
+RESERVED_EVENTS = frozenset(t.value for t in Trigger if t is not Trigger.SUCCEED)
+UNDO_SOURCE = (Trigger.TIMEOUT, Trigger.ABORT, Trigger.INVALID_RESULT, Trigger.NO_ROUTE,
+               Trigger.HOOK_FAILED)  # the source may have happened: it is undone too
 
-# Kinds of transition, which tell the runtime how the undo stack moves.
-FORWARD = "forward"  # the source completed: push it if it has a compensation
-FAILURE = "failure"  # the source did not happen: walk back from the last completed state
-UNKNOWN = "unknown"  # the source's outcome is unknown (timeout, crash, abort): undo it too
-MIRROR = "mirror"  # a compensation succeeded: pop it, walk on
-STUCK = "stuck"  # a compensation gave up: the saga needs a person
-RESUME = "resume"  # a person retries the stuck compensation
-SELF = "self"  # another attempt in the same state
-WALKS_BACK = frozenset({FAILURE, UNKNOWN, MIRROR, RESUME})
+# The kinds by their old names, for the drawings.
+FORWARD, FAILURE, UNKNOWN, MIRROR, STUCK, RESUME, SELF = (
+    Kind.FORWARD, Kind.FAILURE, Kind.UNKNOWN, Kind.MIRROR, Kind.STUCK, Kind.RESUME, Kind.RETRY)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")
 
@@ -51,18 +47,33 @@ class TransitionInfo:
     source: str
     dest: str
     event: str
-    kind: str = FORWARD
+    kind: Kind = Kind.FORWARD
 
 
 @attrs.frozen
 class Edge:
-    """A transition as the user declared it, with its optional action and guard."""
+    """A transition as the user declared it, with its guards and callbacks.
+
+    Callbacks run as `transitions` runs them: `conditions` (all true) and `unless` (all
+    false) first, then `before`, the source's on_exit, `action`, the dest's on_enter, `after`.
+    """
 
     source: str
     dest: str
     event: str
     action: Callable[..., Any] | None = None
     guard: Callable[..., Any] | None = None
+    conditions: tuple[Callable[..., Any], ...] = ()
+    unless: tuple[Callable[..., Any], ...] = ()
+    before: tuple[Callable[..., Any], ...] = ()
+    after: tuple[Callable[..., Any], ...] = ()
+
+    @property
+    def checks(self) -> tuple[tuple[Callable[..., Any], bool], ...]:
+        """(guard, the answer it must give) in the order they are asked."""
+        first = () if self.guard is None else ((self.guard, True),)
+        return (first + tuple((c, True) for c in self.conditions)
+                + tuple((u, False) for u in self.unless))
 
 
 @attrs.frozen
@@ -86,15 +97,23 @@ class Graph:
     defs: Mapping[str, StateDef]
     edges: tuple[Edge, ...]
     version: str
-    kinds: Mapping[tuple[str, str, str], str]
+    kinds: Mapping[tuple[str, str, str], Kind]
+    routes: Mapping[tuple[str, str], tuple[Edge, ...]]  # declared edges by (source, event)
+    undoable: frozenset[str]  # forward states with a compensation
+    undoes: Mapping[str, str]  # mirror state -> the forward state it undoes
+    straight: Mapping[str, tuple[str, ...]]  # the undo stack on the first way to each state
 
     @property
     def initial(self) -> str:
         return self.forward[0]
 
     def compensable(self, state: str) -> bool:
+        return state in self.undoable
+
+    def waits(self, state: str) -> bool:
+        """Does a saga in `state` wait for an outside event (nothing of its own to run)?"""
         d = self.defs.get(state)
-        return d is not None and d.step.compensation is not None
+        return d is not None and d.step.action is None
 
 
 def compile_graph(
@@ -117,17 +136,22 @@ def compile_graph(
     for e in edges:
         if e.dest in by_name:
             succ[e.source].append(e.dest)
-    errors += _check_shape(forward, succ, edges)
+    errors += _check_shape(forward, succ, edges, by_name)
     if errors:
         return None, errors
-    preds = _nearest_compensable(forward, succ, by_name)
-    transitions = _all_transitions(forward, edges, preds, by_name)
-    mirrors = tuple(mirror(s) for s in forward if by_name[s].step.compensation is not None)
-    states = forward + mirrors + TERMINALS
-    graph = Graph(name=name, forward=forward, states=states, transitions=tuple(transitions),
-                  defs=by_name, edges=tuple(edges),
+    undoable = frozenset(s for s in forward if by_name[s].step.compensation is not None)
+    near = _nearest_compensable(forward, succ, undoable)
+    transitions = _all_transitions(forward, edges, near, by_name, undoable)
+    mirrors = tuple(mirror(s) for s in forward if s in undoable)
+    routes: dict[tuple[str, str], tuple[Edge, ...]] = {}
+    for e in edges:
+        routes[(e.source, e.event)] = (*routes.get((e.source, e.event), ()), e)
+    graph = Graph(name=name, forward=forward, states=forward + mirrors + TERMINALS,
+                  transitions=tuple(transitions), defs=by_name, edges=tuple(edges),
                   version=_version(name, by_name, transitions),
-                  kinds={(t.source, t.event, t.dest): t.kind for t in transitions})
+                  kinds={(t.source, t.event, t.dest): t.kind for t in transitions},
+                  routes=routes, undoable=undoable, undoes={mirror(s): s for s in undoable},
+                  straight=_straight(forward, succ, undoable))
     return graph, []
 
 
@@ -163,7 +187,7 @@ def _check_edges(
             errors.append((e, f"{where}: event {e.event!r} is reserved (statesaga fires "
                               f"{', '.join(sorted(RESERVED_EVENTS))} itself); pick another name"))
         prior = seen.get((e.source, e.event))
-        if prior is not None and prior.guard is None:
+        if prior is not None and not prior.checks:
             errors.append((e, f"{where}: can never fire, {e.source!r} -> {prior.dest!r} on the "
                               "same event has no guard and is tried first; give it a guard"))
         seen[(e.source, e.event)] = e
@@ -171,14 +195,23 @@ def _check_edges(
 
 
 def _check_shape(
-    forward: tuple[str, ...], succ: Mapping[str, list[str]], edges: Sequence[Edge]
+    forward: tuple[str, ...], succ: Mapping[str, list[str]], edges: Sequence[Edge],
+    by_name: Mapping[str, StateDef],
 ) -> list[str]:
     errors = []
     reached = _reach(forward[0], succ)
-    for s in forward:
+    guarded = {e.source for e in edges if e.event == SUCCEED and e.checks}
+    for i, s in enumerate(forward):
         if s not in reached:
+            hint = "add a transition into it, or remove it"
+            before = forward[i - 1] if i else None
+            if before in guarded and not any(e.source == before and e.dest == s
+                                             for e in edges):
+                hint = (f"{before!r} has a guarded 'succeed' transition, which replaces its "
+                        f"implicit one to {s!r}: add `add_transition({before!r}, {s!r}, "
+                        "'succeed')` as its default (the last one, without a guard)")
             errors.append(f"state {s!r} is unreachable from the initial state {forward[0]!r}: "
-                          "add a transition into it, or remove it")
+                          + hint)
     pred: dict[str, list[str]] = {s: [] for s in forward}
     pred[COMPLETED] = []
     for e in edges:
@@ -189,10 +222,14 @@ def _check_shape(
         if s in reached and s not in finishing:
             errors.append(f"state {s!r} has no path to 'completed': add a transition from it "
                           "(an explicit graph ends by transitioning into 'completed')")
-    cycle = _find_cycle(forward, succ)
+    automatic = {s: [e.dest for e in edges if e.source == s and e.dest in by_name
+                     and by_name[s].step.action is not None and e.event == SUCCEED]
+                 for s in forward}
+    cycle = _find_cycle(forward, automatic)
     if cycle:
-        errors.append("forward states form a cycle " + " -> ".join(cycle) +
-                      ": a saga's forward graph is acyclic; repeat work with Retry instead")
+        errors.append("steps form a loop with no event in it: " + " -> ".join(cycle) +
+                      " would run forever; a loop must pass through a state that waits for "
+                      "an event (add_state), or repeat work with Retry instead")
     return errors
 
 
@@ -229,34 +266,41 @@ def _find_cycle(forward: tuple[str, ...], succ: Mapping[str, list[str]]) -> list
 
 
 def _nearest_compensable(
-    forward: tuple[str, ...], succ: Mapping[str, list[str]], by_name: Mapping[str, StateDef]
+    forward: tuple[str, ...], succ: Mapping[str, list[str]], undoable: frozenset[str]
 ) -> dict[str, list[str]]:
-    """For each state, the compensable states that may have completed last before it."""
-    near: dict[str, list[str]] = {s: [] for s in forward}
-    near[forward[0]].append(START)
-    for s in _topological(forward, succ):
-        own = [s] if by_name[s].step.compensation is not None else near[s]
-        for n in succ[s]:
-            near[n].extend(x for x in own if x not in near[n])
+    """For each state, the compensable states that may have completed last before it.
+
+    A fixpoint, so that loops are covered; newest (latest declared) first.
+    """
+    near: dict[str, set[str]] = {s: set() for s in forward}
+    near[forward[0]].add(START)
+    changed = True
+    while changed:
+        changed = False
+        for s in forward:
+            own = {s} if s in undoable else near[s]
+            for n in succ[s]:
+                if not own <= near[n]:
+                    near[n] |= own
+                    changed = True
     order = {s: i for i, s in enumerate(forward)}
     order[START] = -1
     return {s: sorted(v, key=order.__getitem__, reverse=True) for s, v in near.items()}
 
 
-def _topological(forward: tuple[str, ...], succ: Mapping[str, list[str]]) -> list[str]:
-    indeg = dict.fromkeys(forward, 0)
-    for s in forward:
+def _straight(forward: tuple[str, ...], succ: Mapping[str, list[str]],
+              undoable: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """The undo stack of a saga that reached each state the first way (declaration order):
+    what `handle_event`, which knows no history, assumes."""
+    out: dict[str, tuple[str, ...]] = {forward[0]: ()}
+    todo = [forward[0]]
+    while todo:
+        s = todo.pop(0)
+        undo = out[s] + ((s,) if s in undoable else ())
         for n in succ[s]:
-            indeg[n] += 1
-    ready = [s for s in forward if indeg[s] == 0]
-    out = []
-    while ready:
-        s = ready.pop(0)
-        out.append(s)
-        for n in succ[s]:
-            indeg[n] -= 1
-            if indeg[n] == 0:
-                ready.append(n)
+            if n not in out:
+                out[n] = undo
+                todo.append(n)
     return out
 
 
@@ -265,28 +309,39 @@ def _all_transitions(
     edges: Sequence[Edge],
     near: Mapping[str, list[str]],
     by_name: Mapping[str, StateDef],
+    undoable: frozenset[str],
 ) -> list[TransitionInfo]:
     out: list[TransitionInfo] = []
     for e in edges:
         if e.dest == COMPENSATED:
-            out += [TransitionInfo(e.source, mirror(x), e.event, FAILURE) for x in near[e.source]]
+            out += [TransitionInfo(e.source, mirror(x), e.event, Kind.FAILURE)
+                    for x in near[e.source]]
         else:
-            out.append(TransitionInfo(e.source, e.dest, e.event, FORWARD))
+            out.append(TransitionInfo(e.source, e.dest, e.event, Kind.FORWARD))
+    guarded = {e.source for e in edges if e.event == SUCCEED and e.checks}
     for s in forward:
         d = by_name[s]
-        own = [s] if d.step.compensation is not None else near[s]
-        out += [TransitionInfo(s, mirror(x), FAIL, FAILURE) for x in near[s]]
-        out += [TransitionInfo(s, mirror(x), TIMEOUT, UNKNOWN) for x in own]
-        out += [TransitionInfo(s, mirror(x), ABORT, UNKNOWN) for x in own]
+        own = [s] if s in undoable else near[s]
+        out += [TransitionInfo(s, mirror(x), FAIL, Kind.FAILURE) for x in near[s]]
+        undo_events: list[str] = [TIMEOUT, ABORT]
         if d.step.action is not None:
-            out += [TransitionInfo(s, s, RETRY, SELF), TransitionInfo(s, s, RETRY_UNKNOWN, SELF)]
+            undo_events.append(Trigger.INVALID_RESULT)
+            if s in guarded:
+                undo_events.append(Trigger.NO_ROUTE)
+        out += [TransitionInfo(s, mirror(x), ev, Kind.UNKNOWN) for ev in undo_events
+                for x in own]
+        if d.step.action is not None:
+            out += [TransitionInfo(s, s, RETRY, Kind.RETRY),
+                    TransitionInfo(s, s, RETRY_UNKNOWN, Kind.RETRY)]
     for s in forward:
-        if by_name[s].step.compensation is None:
+        if s not in undoable:
             continue
         m = mirror(s)
-        out += [TransitionInfo(m, mirror(x), SUCCEED, MIRROR) for x in near[s]]
-        out += [TransitionInfo(m, m, RETRY, SELF), TransitionInfo(m, m, RETRY_UNKNOWN, SELF),
-                TransitionInfo(m, FAILED, FAIL, STUCK), TransitionInfo(FAILED, m, RETRY, RESUME)]
+        out += [TransitionInfo(m, mirror(x), SUCCEED, Kind.MIRROR) for x in near[s]]
+        out += [TransitionInfo(m, m, RETRY, Kind.RETRY),
+                TransitionInfo(m, m, RETRY_UNKNOWN, Kind.RETRY),
+                TransitionInfo(m, FAILED, FAIL, Kind.STUCK),
+                TransitionInfo(FAILED, m, RETRY, Kind.RESUME)]
     return out
 
 
@@ -301,7 +356,7 @@ def _version(name: str, defs: Mapping[str, StateDef],
         "name": name,
         "states": [[d.name, q(d.step.action), q(d.step.compensation), q(d.on_enter),
                     q(d.on_exit)] for d in defs.values()],
-        "transitions": sorted([t.source, t.dest, t.event, t.kind] for t in transitions),
+        "transitions": sorted([t.source, t.dest, t.event, t.kind.value] for t in transitions),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import inspect
+import contextlib
 import os
 import socket
 import uuid
@@ -16,20 +16,27 @@ from typing import Any
 import attrs
 import structlog
 
+from . import hooks, kernel
 from .clock import Clock, SystemClock
-from .codec import check_id, to_json
+from .codec import check_id, from_json, to_json
 from .definition import SagaStateMachine
+from .events import Event
 from .exceptions import (
+    DuplicateMessage,
     IdempotencyConflict,
+    InvalidSagaData,
     LeaseHeld,
+    RevisionConflict,
     SagaConflict,
     SagaError,
+    SagaNotFound,
     SagaNotRegistered,
     StoreError,
+    UndeliverableEvent,
 )
 from .execution import Runner
-from .graph import RETRY, START_EVENT
-from .records import TERMINALS, SagaRecord, SagaStatus, Transition
+from .graph import RESERVED_EVENTS
+from .records import TERMINALS, SagaRecord, SagaStatus, Trigger
 from .saga_run import SagaRun
 from .stores.base import SagaStore
 from .stores.memory import InMemoryStore
@@ -142,28 +149,32 @@ class Orchestrator:
             return await asyncio.shield(self._active[saga_id][1]), False
         data = {} if data is None else data
         if not isinstance(data, Mapping):
-            raise SagaError(f"the data of saga {saga_id!r} must be a JSON object (a dict), "
-                            f"not {type(data).__name__}", saga_id=saga_id)
-        data_json = to_json(data, f"the data of saga {saga_id!r}", saga_id=saga_id)
+            raise InvalidSagaData(f"the data of saga {saga_id!r} must be a JSON object (a "
+                                  f"dict), not {type(data).__name__}", key="data",
+                                  saga_id=saga_id)
+        data_json = to_json(data, f"the data of saga {saga_id!r}", saga_id=saga_id,
+                            root="data")
+        graph = machine.graph
         now = self.clock.time()
-        at = datetime.fromtimestamp(now, UTC)
-        deadline = machine.deadline
+        deadline = None if machine.deadline is None else now + machine.deadline
+        worker = None if pending else self.owner
+        transition, commit = kernel.record(
+            graph, kernel.start(graph), saga_id=saga_id, revision=1,
+            at=datetime.fromtimestamp(now, UTC), worker=worker, owner=worker,
+            lease_until=now + self.lease, pending=pending,
+            wake_at=kernel.due(graph, graph.initial, now, deadline))
         record = SagaRecord(
-            saga_id=saga_id, name=machine.name, version=machine.version, state=machine.initial,
-            status=SagaStatus.PENDING if pending else SagaStatus.RUNNING, data=data,
-            results={}, error=None,
-            history=(Transition(at, None, machine.initial, START_EVENT,
-                                worker=None if pending else self.owner),),
-            created_at=at, updated_at=at, revision=1,
-            deadline_at=None if deadline is None else datetime.fromtimestamp(now + deadline, UTC))
+            saga_id=saga_id, name=machine.name, version=machine.version, state=commit.state,
+            status=commit.status, data=from_json(data_json), results={}, error=None,
+            history=(transition,), created_at=transition.at, updated_at=transition.at,
+            revision=1,
+            deadline_at=None if deadline is None else datetime.fromtimestamp(deadline, UTC))
         messages = await self._enter_initial(machine, record)
-        waiting = Runner._waits(machine.graph, machine.initial)
         try:
             await self.store.create(
-                record, data_json=data_json, owner=None if pending or waiting else self.owner,
-                lease_until=None if pending or waiting else now + self.lease, waiting=waiting,
-                messages=messages, wake_at=Runner.due(SagaRun(machine, record)) if waiting
-                else None)
+                record, data_json=data_json, owner=commit.owner,
+                lease_until=commit.lease_until, waiting=commit.waiting, messages=messages,
+                wake_at=commit.wake_at)
         except SagaConflict:
             existing = await self.store.load(saga_id)
             if existing.name != machine.name or to_json(dict(existing.data), "") != data_json:
@@ -179,10 +190,8 @@ class Orchestrator:
         d = machine.graph.defs[machine.initial]
         if d.on_enter is None:
             return []
-        ctx = SagaRun(machine, record).hook_context()
-        result = d.on_enter(ctx)
-        if inspect.isawaitable(result):
-            await result
+        ctx = SagaRun(machine, record).context(machine.initial)
+        await hooks.call(d.on_enter, ctx)
         return list(ctx.outbox or ())
 
     async def resume(self, saga_id: str) -> SagaRecord:
@@ -219,7 +228,7 @@ class Orchestrator:
             await self._runner.drive(run, resumed=resumed)
             if run.state in TERMINALS:
                 pass
-            elif Runner._waits(run.definition.graph, run.state):
+            elif run.graph.waits(run.state):
                 self._park(run)
             else:
                 await self.store.release(self.owner, [run.saga_id])  # a worker stopping
@@ -261,6 +270,70 @@ class Orchestrator:
         except Exception:  # a store hiccup: the next beat or commit renews the leases
             _log.warning("saga.lease_renewal_failed", exc_info=True)
 
+    # -- outside events ----------------------------------------------------------------
+
+    async def send(self, saga_id: str, event: str | Event, payload: Mapping[str, Any] | None
+                   = None, *, message_id: str | None = None) -> SagaRecord:
+        """Deliver an outside event to a saga; it runs on until it waits or ends.
+
+        `event` is a name (with `payload`) or an `Event`. Idempotent by `message_id`: an
+        event consumed before changes nothing, and the saga's record is returned. An event
+        with no transition from the saga's state is recorded in its history as ignored; a
+        failure event's `payload["reason"]` becomes the saga's error.
+        """
+        if isinstance(event, str):
+            event = Event(event, dict(payload or {}), correlation_id=saga_id)
+        if message_id is not None and message_id != event.message_id:
+            event = attrs.evolve(event, message_id=message_id)
+        if event.type in RESERVED_EVENTS:
+            raise UndeliverableEvent(
+                f"event {event.type!r} is reserved (statesaga fires it itself): use "
+                "`abort` or `retry` for those", saga_id=saga_id)
+        active = self._active.get(saga_id)
+        if active is not None:  # this process drives it right now: let that finish first
+            await asyncio.shield(active[1])
+        parked = self._parked.pop(saga_id, None)
+        if parked is not None:  # no claim, no load: the commit's revision check guards it
+            try:
+                moved = await self._runner.deliver(parked, event, inbox=event.message_id,
+                                                   error=_reason(event))
+            except DuplicateMessage:
+                return await self.store.load(saga_id)
+            except RevisionConflict:
+                pass  # it moved elsewhere meanwhile: load it afresh below
+            else:
+                return await self._drive(parked, resumed=not moved)
+        record = await self._loaded(saga_id, event)
+        if record.is_terminal:
+            run = SagaRun(self.definition(record), record)
+            with contextlib.suppress(DuplicateMessage):
+                await self._runner.deliver(run, event, inbox=event.message_id)
+            return await self.store.load(saga_id)
+        run = await self._take(record)
+        try:
+            moved = await self._runner.deliver(run, event, inbox=event.message_id,
+                                               error=_reason(event))
+        except DuplicateMessage:
+            await self.store.release(self.owner, [saga_id])
+            _log.info("saga.duplicate_event", saga_id=saga_id, message_id=event.message_id)
+            return await self.store.load(saga_id)
+        except BaseException:
+            await self.store.release(self.owner, [saga_id])
+            raise
+        # unchanged state: a step or compensation in it may have been cut off by a dead process
+        return await self._drive(run, resumed=not moved)
+
+    async def _loaded(self, saga_id: str, event: Event) -> SagaRecord:
+        """The saga an event is for, refused before any claim if it cannot take it here."""
+        try:
+            record = await self.store.load(saga_id)
+        except SagaNotFound:
+            raise UndeliverableEvent(
+                f"event {event.type!r} (message {event.message_id}) is for saga {saga_id!r}, "
+                "which does not exist", saga_id=saga_id) from None
+        self.definition(record)  # SagaNotRegistered: another type's saga is never seized
+        return record
+
     # -- operating ---------------------------------------------------------------------
 
     async def abort(self, saga_id: str, reason: str | None = None) -> SagaRecord:
@@ -296,7 +369,7 @@ class Orchestrator:
             raise SagaError(f"saga {saga_id!r} is {record.status.value}, not stuck: only a "
                             "failed saga can be retried", saga_id=saga_id, state=record.state)
         run = await self._take(record)
-        await self._runner.fire(run, RETRY, reason=reason or "retried by request")
+        await self._runner.fire(run, Trigger.RETRY, reason=reason or "retried by request")
         return await self._drive(run)
 
     async def get(self, saga_id: str) -> SagaRecord:
@@ -395,3 +468,9 @@ class Orchestrator:
             _log.warning("saga.lost_lease", saga_id=record.saga_id, error=str(exc))
         except Exception:
             _log.exception("saga.worker_error", saga_id=record.saga_id)
+
+
+def _reason(event: Event) -> str | None:
+    """A failure event's reason (`payload["reason"]` or `["error"]`), for the saga's error."""
+    reason = event.payload.get("reason", event.payload.get("error"))
+    return None if reason is None else f"{event.type}: {reason}"

@@ -16,6 +16,35 @@ TERMINALS = (COMPLETED, COMPENSATED, FAILED)
 MIRROR_PREFIX = "compensating_"
 
 
+class Kind(enum.StrEnum):
+    """What a transition means for the saga's undo stack (stored with it, as its text)."""
+
+    START = "start"  # the saga was created in its initial state
+    FORWARD = "forward"  # the source completed: it is undone if the saga fails later
+    FAILURE = "failure"  # the source did not happen: walk back from the last completed
+    UNKNOWN = "unknown"  # the source may have happened (timeout, crash, abort): undo it too
+    MIRROR = "mirror"  # a compensation succeeded: walk on back
+    STUCK = "stuck"  # a compensation gave up: the saga needs a person
+    RESUME = "resume"  # a person retries the stuck compensation
+    RETRY = "retry"  # another attempt in the same state
+    IGNORED = "ignored"  # an event with no transition from the state: recorded, no move
+
+
+class Trigger(enum.StrEnum):
+    """The events statesaga fires itself; a user's transition may use only `succeed`."""
+
+    START = "start"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    TIMEOUT = "timeout"
+    ABORT = "abort"
+    RETRY = "retry"
+    RETRY_UNKNOWN = "retry_unknown"
+    INVALID_RESULT = "invalid_result"  # the action ran, its result cannot be stored
+    NO_ROUTE = "no_route"  # the action ran, no guarded transition out of it accepted it
+    HOOK_FAILED = "hook_failed"  # the action ran, a hook of the move after it raised
+
+
 class SagaStatus(enum.Enum):
     """Where a saga stands, coarsely: for queries and dashboards."""
 
@@ -49,6 +78,39 @@ def status_of(state: str, pending: bool = False) -> SagaStatus:
     return SagaStatus.PENDING if pending else SagaStatus.RUNNING
 
 
+_UNDO_SOURCE = frozenset({Trigger.TIMEOUT, Trigger.ABORT, Trigger.INVALID_RESULT,
+                          Trigger.NO_ROUTE, Trigger.HOOK_FAILED})
+
+
+def classify(source: str | None, event: str, dest: str, reason: str | None) -> Kind:
+    """The kind of a stored transition, read from its fields as statesaga writes them.
+
+    Toolkit events are reserved names, a walk back ends in a mirror state or
+    `compensated`, and an event that moved nothing says so in its reason.
+    """
+    if source is None:
+        return Kind.START
+    if event in (Trigger.RETRY, Trigger.RETRY_UNKNOWN):
+        if source == FAILED:
+            return Kind.RESUME
+        if source == dest:
+            return Kind.RETRY
+    if source.startswith(MIRROR_PREFIX):
+        if event == Trigger.SUCCEED and source != dest:
+            return Kind.MIRROR
+        if event == Trigger.FAIL and dest == FAILED:
+            return Kind.STUCK
+    if source == dest and reason is not None and reason.startswith(("ignored", "rejected")):
+        return Kind.IGNORED
+    if source in TERMINALS:
+        return Kind.IGNORED
+    if event in _UNDO_SOURCE:
+        return Kind.UNKNOWN
+    if dest == COMPENSATED or dest.startswith(MIRROR_PREFIX):
+        return Kind.FAILURE
+    return Kind.FORWARD
+
+
 @attrs.frozen
 class Transition:
     """One move of a saga: the outcome of one attempt of `step`, taking it from `source` to `dest`.
@@ -56,7 +118,8 @@ class Transition:
     `source` is None for the transition that starts the saga. `duration` is the attempt's
     duration in seconds (None when nothing ran, e.g. an operator's abort). `worker` is the
     id (the `owner`) of the orchestrator or worker that wrote it; None for rows written
-    before it was recorded, for a pending saga's start, and for operators' writes.
+    before it was recorded, for a pending saga's start, and for operators' writes. `kind`
+    says what the move means for the undo stack (`Kind`).
     """
 
     at: datetime
@@ -69,6 +132,9 @@ class Transition:
     duration: float | None = None
     reason: str | None = None
     worker: str | None = None
+    kind: Kind = attrs.field(
+        default=attrs.Factory(lambda t: classify(t.source, t.event, t.dest, t.reason),
+                              takes_self=True))
 
 
 @attrs.frozen
@@ -88,6 +154,7 @@ class SagaRecord:
     updated_at: datetime
     revision: int = 0
     deadline_at: datetime | None = None
+    fence: int = 0
 
     @property
     def is_terminal(self) -> bool:

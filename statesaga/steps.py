@@ -28,6 +28,8 @@ class StepSpec:
     retry: Retry = ACTION_RETRY
     compensation_retry: Retry = COMPENSATION_RETRY
     timeout: float | None = None
+    is_async: bool = False  # the action is a coroutine function (else it runs in a thread)
+    undo_is_async: bool = False  # the same for the compensation
 
 
 class StepHandle:

@@ -11,7 +11,7 @@ from statesaga import StepContext
 def test_the_idempotency_key_is_the_saga_id_and_the_step() -> None:
     ctx = StepContext("trip-42", "book_hotel", {}, {})
     assert "trip-42:book_hotel" == ctx.idempotency_key
-    assert "StepContext(saga_id='trip-42', step='book_hotel', attempt=1)" == repr(ctx)
+    assert "StepContext(saga_id='trip-42', step='book_hotel', attempt=1, fence=0)" == repr(ctx)
 
 
 def test_publishing_outside_a_saga_says_where_it_can_be_done() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import render
 
@@ -35,6 +35,9 @@ class InstantClock:
 
     async def wait_for(self, aw: Awaitable[T], timeout: float) -> T:
         return await aw  # the example services answer at once, or fail at once
+
+    async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
+        return func(*args)
 
 
 async def example_drawings() -> Drawings:

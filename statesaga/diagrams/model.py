@@ -99,7 +99,6 @@ class Trace:
 
     def __init__(self, machine: SagaStateMachine, record: SagaRecord) -> None:
         check_record(machine, record)
-        graph = machine.graph
         self.record = record
         self.current = record.state
         self.taken: set[Key] = set()
@@ -114,7 +113,7 @@ class Trace:
             if t.source is None:
                 self.taken.add(("", t.dest, START))
                 continue
-            kind = graph.kinds.get((t.source, t.event, t.dest))
+            kind = t.kind
             if kind is None:  # pragma: no cover - same version, so the graph has every edge
                 continue
             if kind == SELF or (t.attempt is not None and kind in (FAILURE, UNKNOWN, STUCK)):
@@ -135,7 +134,7 @@ class Trace:
         from ..saga_run import SagaRun
 
         graph = machine.graph
-        undo = SagaRun(machine, self.record).undo  # compensable states done, oldest first
+        undo = SagaRun(machine, self.record).pos.undo  # compensable states done, oldest first
         walk = [mirror(s) for s in reversed(undo)] + [COMPENSATED]
         would: set[Key] = set()
         rails: set[str] = set()

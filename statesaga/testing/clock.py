@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -15,9 +15,10 @@ T = TypeVar("T")
 class FakeClock:
     """Virtual time for an Orchestrator (`Orchestrator(clock=FakeClock())`).
 
-    When every task is idle, time jumps to the next sleeper or timeout, so a 300-second
-    deadline test takes milliseconds. `advance(s)` moves time by hand. Meant for tests whose
-    services are fakes: while a task waits on real network I/O the loop looks idle too.
+    When every task is idle and no thread of `run_sync` runs, time jumps to the next
+    sleeper or timeout, so a 300-second deadline test takes milliseconds. `advance(s)`
+    moves time by hand. Meant for tests whose services are fakes: while a task waits on
+    real network I/O the loop looks idle too.
     """
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
@@ -25,6 +26,8 @@ class FakeClock:
         self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._driver: asyncio.Task[None] | None = None
+        self._threads = 0  # plain functions running in threads: time stands still meanwhile
+        self._quiet: asyncio.Event | None = None
 
     def time(self) -> float:
         return self._now
@@ -66,6 +69,16 @@ class FakeClock:
             await task
         raise TimeoutError(f"timed out after {timeout}s (virtual time)")
 
+    async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
+        """Run `func(*args)` in a thread; virtual time does not jump while it runs."""
+        self._threads += 1
+        try:
+            return await asyncio.to_thread(func, *args)
+        finally:
+            self._threads -= 1
+            if not self._threads and self._quiet is not None:
+                self._quiet.set()
+
     def _wake_driver(self) -> None:
         if self._driver is None or self._driver.done():
             self._driver = asyncio.get_running_loop().create_task(self._jump())
@@ -76,6 +89,10 @@ class FakeClock:
         idle_rounds = 0
         while self._timers:
             await asyncio.sleep(0)
+            if self._threads:
+                self._quiet = asyncio.Event()
+                await self._quiet.wait()
+                continue
             if getattr(loop, "_ready", None):
                 idle_rounds = 0
                 continue

@@ -9,9 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..choreography import deliver
 from ..definition import SagaStateMachine
-from ..events import Event
 from ..exceptions import SagaNotFound, UndeliverableEvent
 from ..graph import FORWARD, UNKNOWN
 from ..orchestrator import Orchestrator
@@ -111,14 +109,13 @@ class _Explorer:
         self.injector.begin(scenario)
         store = CrashingStore(self.store, scenario.crash_at, scenario.crash_after)
         orch = Orchestrator(store=store, clock=self.clock, lease=5)
-        events = [Event(e, correlation_id=saga_id)
-                  for e in (scenario.events or self.happy_events)]
+        events = list(scenario.events or self.happy_events)
         record: SagaRecord | None
         sent = 0
         try:
             record = await orch.run(self.injector.copy, self.data, saga_id=saga_id)
             for event in events:
-                await deliver(orch, event)
+                await self._inject(orch, saga_id, event)
                 sent += 1
             record = await orch.get(saga_id)
         except SimulatedCrash:
@@ -130,7 +127,7 @@ class _Explorer:
             await again.recover()
             try:
                 for event in events[sent:]:  # the bus delivers again what was not acked
-                    await deliver(again, event)
+                    await self._inject(again, saga_id, event)
                 record = await fresh.load(saga_id)
             except (SagaNotFound, UndeliverableEvent):
                 record = None
@@ -143,6 +140,19 @@ class _Explorer:
         final = None if record is None else record.state
         return ScenarioResult(scenario.name, "violated" if violations else "ok",
                               scenario.expect, final, tuple(violations), saga_id), store.writes
+
+    async def _inject(self, orch: Orchestrator, saga_id: str, event: str) -> None:
+        """An event as it reaches the saga: sent, or its timer running out, or a person's abort."""
+        if event == "timeout":
+            record = await orch.get(saga_id)
+            d = self.machine.graph.defs.get(record.state)
+            timeout = d.step.timeout if d is not None else None
+            self.clock.advance((timeout or self.machine.deadline or 0) + 1)
+            await orch.recover()  # a worker finds the timer due
+        elif event == "abort":
+            await orch.abort(saga_id, reason="aborted by the explorer")
+        else:
+            await orch.send(saga_id, event)
 
     def check(self, scenario: Scenario, record: SagaRecord | None, journal: Journal,
               before: str | None, after: str | None) -> list[str]:
@@ -180,7 +190,7 @@ class _Explorer:
         in_doubt = {t.step for t in record.history if t.event in IN_DOUBT}
         waited = set()  # states that waited for an event and got a reply that moved on
         for t in record.history:
-            kind = graph.kinds.get((t.source or "", t.event, t.dest))
+            kind = t.kind
             if kind == UNKNOWN and t.source is not None:
                 in_doubt.add(t.source)
             elif kind == FORWARD and t.source is not None and t.source in graph.defs \

@@ -172,8 +172,9 @@ def event_paths(machine: SagaStateMachine, bound: int) -> tuple[list[str], list[
     """For a machine that waits for events: the first complete path's events, and scenarios.
 
     Scenarios: every complete path of at most `bound` events, and, after every prefix, every
-    failure event (a transition to `compensated`, or `timeout`) of the state reached. Steps
-    on the way (states with an action) are assumed to succeed.
+    failure event (a transition to `compensated`) of the state reached, and its timer
+    running out (`timeout`; `abort` by a person if it has none). Steps on the way (states
+    with an action) are assumed to succeed.
     """
     graph = machine.graph
     waits = {s for s in graph.forward if graph.defs[s].step.action is None}
@@ -201,7 +202,9 @@ def event_paths(machine: SagaStateMachine, bound: int) -> tuple[list[str], list[
             out.append(Scenario(" → ".join(events) or "(no events)", "completed",
                                 events=tuple(events)))
             return
-        for f in [*failing.get(state, []), "timeout"]:
+        d = graph.defs[state]
+        timer = d.step.timeout is not None or machine.deadline is not None
+        for f in [*failing.get(state, []), "timeout" if timer else "abort"]:
             out.append(Scenario(" → ".join([*events, f]), "compensated",
                                 events=(*events, f)))
         if len(events) < bound:

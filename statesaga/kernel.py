@@ -1,0 +1,232 @@
+"""The rules of a saga, as pure synchronous functions: no asyncio, no store, no I/O.
+
+Given a compiled graph, a saga's position and an event, `decide` returns the move: the
+destination, its kind, the saga's position after it. `record` turns a move into the
+transition its history keeps and the commit the store writes. Every path that changes
+a saga (a step's outcome, an outside event, an ignored event, a timer, abort, retry,
+creation) goes through these two, as h11 keeps HTTP/1.1's rules in one state machine
+that never touches a socket; the runner only does I/O around them.
+
+`Position` and `Move` are NamedTuples: one of each is built per transition, on the hot
+path, where they cost a third of a frozen attrs class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from .graph import UNDO_SOURCE, Edge, Graph, mirror
+from .records import (
+    COMPENSATED,
+    COMPLETED,
+    FAILED,
+    Kind,
+    Transition,
+    Trigger,
+    status_of,
+)
+from .stores.base import Commit
+
+_WALKS_BACK = (Kind.FAILURE, Kind.UNKNOWN, Kind.MIRROR, Kind.RESUME)
+_RETRIES = (Trigger.RETRY, Trigger.RETRY_UNKNOWN)
+
+
+class Position(NamedTuple):
+    """Where a saga stands, as far as the rules care."""
+
+    state: str
+    undo: tuple[str, ...] = ()  # compensable states done (one entry per visit), oldest first
+    attempt: int = 0  # attempts of the current state recorded so far
+    in_doubt: bool = False  # one of them has an unknown outcome
+    cause: str | None = None  # the error that made the saga walk back
+    error: str | None = None  # the saga's error, as its record shows it
+
+
+class Move(NamedTuple):
+    """One decided transition: from `source` on `event` to `dest`, and where that leaves it."""
+
+    source: str
+    dest: str
+    event: str
+    kind: Kind
+    after: Position
+    edge: Edge | None = None  # the declared transition taken, whose callbacks run
+
+
+def start(graph: Graph) -> Move:
+    """The move that creates a saga in its initial state."""
+    return Move("", graph.initial, Trigger.START, Kind.START, Position(graph.initial))
+
+
+def assumed(graph: Graph, state: str) -> Position:
+    """The position of a saga in `state` whose history is not known: it came the first way
+    there (a compensation state: it has undone nothing yet)."""
+    forward = graph.undoes.get(state, state)
+    undo = graph.straight.get(forward, ())
+    return Position(state, (*undo, forward) if forward != state else undo)
+
+
+def candidates(graph: Graph, state: str, event: str) -> tuple[Edge, ...]:
+    """The declared transitions `event` may take from `state`, in the order they are tried
+    (the first whose guards pass is taken: `decide(..., edge=it)`)."""
+    return graph.routes.get((state, event), ())
+
+
+def decide(graph: Graph, pos: Position, event: str, edge: Edge | None = None,
+           error: str | None = None) -> Move | None:
+    """The move `event` makes from `pos` (through `edge`, a candidate whose guards passed);
+    None when nothing moves (the event is ignored there). `error`: why, for a failure."""
+    state = pos.state
+    if edge is not None:
+        kind = Kind.FAILURE if edge.dest == COMPENSATED else Kind.FORWARD
+        return _move(graph, pos, event, kind, None if kind is Kind.FAILURE else edge.dest,
+                     error, edge)
+    if state in graph.undoes:  # a compensation state
+        if event == Trigger.SUCCEED:
+            return _move(graph, pos, event, Kind.MIRROR, None, None)
+        if event == Trigger.FAIL:
+            return _move(graph, pos, event, Kind.STUCK, FAILED, error)
+        return _move(graph, pos, event, Kind.RETRY, state, error) if event in _RETRIES else None
+    if state == FAILED:
+        if event == Trigger.RETRY and pos.undo:
+            return _move(graph, pos, event, Kind.RESUME, None, None)
+        return None
+    if state in (COMPLETED, COMPENSATED) or state not in graph.defs:
+        return None
+    if event == Trigger.FAIL:
+        return _move(graph, pos, event, Kind.FAILURE, None, error)
+    if event in UNDO_SOURCE:
+        return _move(graph, pos, event, Kind.UNKNOWN, None, error)
+    if event in _RETRIES and graph.defs[state].step.action is not None:
+        return _move(graph, pos, event, Kind.RETRY, state, error)
+    return None
+
+
+def ignore(pos: Position, event: str) -> Move:
+    """An event with no transition from the saga's state: recorded, nothing moves."""
+    return Move(pos.state, pos.state, event, Kind.IGNORED, pos)
+
+
+def _move(graph: Graph, pos: Position, event: str, kind: Kind, dest: str | None,
+          error: str | None, edge: Edge | None = None) -> Move:
+    after = advance(graph, pos, kind, dest, event, error)
+    return Move(pos.state, after.state, event, kind, after, edge)
+
+
+def advance(graph: Graph, pos: Position, kind: Kind, dest: str | None, event: str,
+            error: str | None) -> Position:
+    """The position after a move of `kind` (to `dest`, or None: down the undo stack).
+
+    The one place the undo stack moves: a completed or in-doubt compensable state is
+    pushed, a succeeded compensation popped, and a walk back goes to the mirror of the
+    newest entry left (`compensated` when none is).
+    """
+    if kind is Kind.RETRY:
+        return pos._replace(attempt=pos.attempt + 1,
+                            in_doubt=pos.in_doubt or event == Trigger.RETRY_UNKNOWN)
+    if kind is Kind.IGNORED:
+        return pos
+    undo, cause, state = pos.undo, pos.cause, pos.state
+    if kind is Kind.FORWARD or kind is Kind.UNKNOWN:
+        if state in graph.undoable:
+            undo = (*undo, state)
+    elif kind is Kind.MIRROR:
+        undo = undo[:-1]
+    if kind is Kind.FAILURE or kind is Kind.UNKNOWN:
+        cause = error
+    if dest is None:
+        dest = mirror(undo[-1]) if undo else COMPENSATED
+    if kind is Kind.STUCK:
+        return Position(dest, undo, 0, False, cause, error)
+    if kind in _WALKS_BACK:
+        return Position(dest, undo, 0, False, cause, cause)
+    return Position(dest, undo, 0, False, cause, pos.error)
+
+
+def replay(graph: Graph, history: Sequence[Transition]) -> Position:
+    """The position a stored history leaves a saga in (each transition's recorded kind)."""
+    pos = Position(history[0].dest) if history else Position(graph.initial)
+    for t in history[1:]:
+        pos = advance(graph, pos, t.kind, t.dest, t.event, t.error)
+    return pos
+
+
+def callbacks(graph: Graph, move: Move) -> tuple[tuple[str, str, Callable[..., Any]], ...]:
+    """What runs during `move`, in the order `transitions` runs it: the edge's `before`, the
+    source's on_exit, the edge's action, the dest's on_enter, the edge's `after`.
+
+    Each is (the state it belongs to, how it is called: "ctx" as `f(ctx)`, "event" as
+    `f(event, ctx)`, the callable). A retry or an ignored event runs nothing; a move that
+    leaves its state, or a declared transition back into it, runs on_exit and on_enter.
+    """
+    if move.kind is Kind.RETRY or move.kind is Kind.IGNORED:
+        return ()
+    edge, source, dest = move.edge, move.source, move.dest
+    out: list[tuple[str, str, Callable[..., Any]]] = []
+    if edge is not None:
+        out += [(source, "ctx", f) for f in edge.before]
+    left = graph.defs.get(source)
+    if left is not None and left.on_exit is not None:
+        out.append((source, "ctx", left.on_exit))
+    if edge is not None and edge.action is not None:
+        out.append((source, "event", edge.action))
+    entered = graph.defs.get(dest)
+    if entered is not None and entered.on_enter is not None:
+        out.append((dest, "ctx", entered.on_enter))
+    if edge is not None:
+        out += [(dest, "ctx", f) for f in edge.after]
+    return tuple(out)
+
+
+def due(graph: Graph, state: str, entered_at: float, deadline_at: float | None
+        ) -> float | None:
+    """When a saga waiting in `state` (entered at `entered_at`) times out: the state's
+    timeout or the saga's deadline, whichever comes first; None if it waits forever."""
+    d = graph.defs.get(state)
+    if d is None or d.step.action is not None:
+        return None
+    times = [] if deadline_at is None else [deadline_at]
+    if d.step.timeout is not None:
+        times.append(entered_at + d.step.timeout)
+    return min(times, default=None)
+
+
+def record(
+    graph: Graph,
+    move: Move,
+    *,
+    saga_id: str,
+    revision: int,
+    at: datetime,
+    step: str | None = None,
+    attempt: int | None = None,
+    error: str | None = None,
+    duration: float | None = None,
+    reason: str | None = None,
+    worker: str | None = None,
+    result: str | None = None,
+    owner: str | None = None,
+    lease_until: float | None = None,
+    messages: Iterable[Any] = (),
+    inbox: str | None = None,
+    wake_at: float | None = None,
+    pending: bool = False,
+) -> tuple[Transition, Commit]:
+    """The transition `move` adds to the history, and the commit that writes it.
+
+    A saga that ended, or that waits for an outside event, keeps no lease: `owner` is
+    dropped so that whoever brings its event may claim it.
+    """
+    dest = move.dest
+    transition = Transition(at, move.source or None, dest, move.event, step, attempt, error,
+                            duration, reason, worker, move.kind)
+    done = dest in (COMPLETED, COMPENSATED, FAILED)
+    keep = not (done or graph.waits(dest))
+    return transition, Commit(
+        saga_id=saga_id, revision=revision, state=dest, status=status_of(dest, pending),
+        error=move.after.error, transition=transition, result=result,
+        owner=owner if keep else None, lease_until=lease_until if keep else None,
+        messages=tuple(messages), waiting=graph.waits(dest), inbox=inbox,
+        wake_at=None if done else wake_at)
