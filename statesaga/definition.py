@@ -99,7 +99,27 @@ class SagaStateMachine:
                         check_callable(f"{where}: guard", guard)):
             if problem is not None:
                 self._problems.append(problem)
-        self._edges.append(Edge(source, dest, event, action, guard))
+        self._add_edge(Edge(source, dest, event, action, guard))
+
+    def _add_edge(self, edge: Edge) -> None:
+        self._mutating()
+        self._edges.append(edge)
+
+    @classmethod
+    def from_transitions(cls, name: str, config: Mapping[str, Any], *,
+                         compensations: Mapping[str, Callback] | None = None,
+                         deadline: float | None = None) -> SagaStateMachine:
+        """A durable saga from the configuration a `transitions.Machine` is built from.
+
+        `config` holds `states`, `transitions` (with `trigger`, `source`, `dest`,
+        `conditions`, `unless`, `before`, `after`) and `initial`; `completed` and
+        `compensated` need not be listed. `compensations` maps a state to what undoes it.
+        Callbacks get the saga's `StepContext` (as with `send_event=True`), in the order
+        `transitions` calls them.
+        """
+        from .adopt import from_transitions
+
+        return from_transitions(cls(name, deadline=deadline), config, compensations or {})
 
     @overload
     def step(

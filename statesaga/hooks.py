@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from . import kernel
 from .exceptions import describe
@@ -56,7 +56,8 @@ async def run_callbacks(graph: Graph, move: kernel.Move, event: Any,
     """Run the move's callbacks in order; one that raises raises `HookFailed` (`strict`), or
     is logged and the move goes on (a walk back must)."""
     contexts: dict[str, Any] = {}
-    for state, style, func in kernel.callbacks(graph, move):
+    for state, style, hook in kernel.callbacks(graph, move):
+        func = cast(Callable[..., Any], hook)
         ctx = contexts.get(state) or contexts.setdefault(state, context_for(state))
         try:
             await (call(func, event, ctx) if style == "event" else call(func, ctx))

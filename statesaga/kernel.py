@@ -13,9 +13,9 @@ path, where they cost a third of a frozen attrs class.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .graph import UNDO_SOURCE, Edge, Graph, mirror
 from .records import (
@@ -153,7 +153,7 @@ def replay(graph: Graph, history: Sequence[Transition]) -> Position:
     return pos
 
 
-def callbacks(graph: Graph, move: Move) -> tuple[tuple[str, str, Callable[..., Any]], ...]:
+def callbacks(graph: Graph, move: Move) -> tuple[tuple[str, str, object], ...]:
     """What runs during `move`, in the order `transitions` runs it: the edge's `before`, the
     source's on_exit, the edge's action, the dest's on_enter, the edge's `after`.
 
@@ -164,7 +164,7 @@ def callbacks(graph: Graph, move: Move) -> tuple[tuple[str, str, Callable[..., A
     if move.kind is Kind.RETRY or move.kind is Kind.IGNORED:
         return ()
     edge, source, dest = move.edge, move.source, move.dest
-    out: list[tuple[str, str, Callable[..., Any]]] = []
+    out: list[tuple[str, str, object]] = []
     if edge is not None:
         out += [(source, "ctx", f) for f in edge.before]
     left = graph.defs.get(source)
@@ -209,7 +209,7 @@ def record(
     result: str | None = None,
     owner: str | None = None,
     lease_until: float | None = None,
-    messages: Iterable[Any] = (),
+    messages: Iterable[object] = (),
     inbox: str | None = None,
     wake_at: float | None = None,
     pending: bool = False,
