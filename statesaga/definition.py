@@ -312,7 +312,8 @@ class SagaStateMachine:
             if move is None:
                 _log.debug("saga.event_ignored", saga=self.name, state=state, trigger=name)
                 return state
-            await hooks.run_callbacks(graph, move, event, context_for, strict=True)
+            await hooks.run_callbacks(kernel.callbacks(graph, move), event, context_for,
+                                      strict=True)
         except hooks.HookFailed as exc:
             raise exc.exc from None
         return move.dest

@@ -86,7 +86,7 @@ class Runner:
 
     async def _forward(self, run: SagaRun, spec: StepSpec) -> None:
         attempt = run.pos.attempt + 1
-        limit = max(spec.retry.attempts, attempt)
+        limit = spec.retry.attempts if spec.retry.attempts > attempt else attempt
         while run.abort is None:
             timeout, deadline_bound = spec.timeout, False
             if run.deadline_at is not None:
@@ -156,6 +156,9 @@ class Runner:
 
     async def _route(self, run: SagaRun, event: Any, value: Any = None) -> Edge | None:
         """The declared transition `event` takes (its guards asked), or None."""
+        edge = hooks.unguarded(run.graph, run.state, event)
+        if edge is not None:
+            return edge
         return await hooks.route(run.graph, run.state, event,
                                  lambda state: run.context(state, event=event, result=value))
 
@@ -228,10 +231,9 @@ class Runner:
         start = clock.monotonic()
         run.interruptible = abortable
         try:
-            result = func(ctx) if is_async else clock.run_sync(func, ctx)
-            if inspect.isawaitable(result):
-                result = await (result if timeout is None else clock.wait_for(result, timeout))
-            if inspect.isawaitable(result):  # a plain function that returned a coroutine
+            call = func(ctx) if is_async else clock.run_sync(func, ctx)
+            result = await (call if timeout is None else clock.wait_for(call, timeout))
+            if not is_async and inspect.isawaitable(result):  # it returned a coroutine
                 result = await (result if timeout is None else clock.wait_for(result, timeout))
         except asyncio.CancelledError as exc:
             if run.abort is None:
@@ -271,16 +273,13 @@ class Runner:
         move = kernel.decide(run.graph, run.pos, name, edge, error)
         if move is None:
             return False
-        await self._callbacks(run, move, event, strict=strict or move.kind is Kind.FORWARD)
+        calls = kernel.callbacks(run.graph, move)
+        if calls:
+            await hooks.run_callbacks(calls, event, lambda state: run.context(state, event=event),
+                                      strict=strict or move.kind is Kind.FORWARD, log=run.log)
         await self.commit(run, move, step=step, attempt=attempt, duration=duration,
                           error=error, result=result, value=value, reason=reason, inbox=inbox)
         return True
-
-    async def _callbacks(self, run: SagaRun, move: kernel.Move, event: Any, *, strict: bool
-                         ) -> None:
-        await hooks.run_callbacks(run.graph, move, event,
-                                  lambda state: run.context(state, event=event),
-                                  strict=strict, log=run.log)
 
     async def commit(self, run: SagaRun, move: kernel.Move, *, step: str | None = None,
                      attempt: int | None = None, duration: float | None = None,
@@ -293,7 +292,8 @@ class Runner:
         transition, commit = kernel.record(
             graph, move, saga_id=run.saga_id, revision=run.revision + 1,
             at=datetime.fromtimestamp(now, UTC), step=step, attempt=attempt,
-            error=storable_text(error), duration=duration, reason=storable_text(reason),
+            error=error and storable_text(error), duration=duration,
+            reason=reason and storable_text(reason),
             worker=self.owner, result=result, owner=self.owner, lease_until=now + self.lease,
             messages=run.outbox, inbox=inbox,
             wake_at=kernel.due(graph, move.dest, entered, run.deadline_at))

@@ -16,7 +16,17 @@ from typing import Any
 
 import attrs
 
-from .records import COMPENSATED, COMPLETED, FAILED, MIRROR_PREFIX, TERMINALS, Kind, Trigger
+from .records import (
+    COMPENSATED,
+    COMPLETED,
+    FAILED,
+    MIRROR_PREFIX,
+    TERMINALS,
+    Kind,
+    SagaStatus,
+    Trigger,
+    status_of,
+)
 from .steps import StepSpec, qualified_name
 
 START = ""  # the virtual state before the first one: its "compensation" is `compensated`
@@ -67,13 +77,18 @@ class Edge:
     unless: tuple[Callable[..., Any], ...] = ()
     before: tuple[Callable[..., Any], ...] = ()
     after: tuple[Callable[..., Any], ...] = ()
+    checks: tuple[tuple[Callable[..., Any], bool], ...] = attrs.field(
+        init=False, eq=False, repr=False,
+        default=attrs.Factory(lambda e: _checks(e), takes_self=True))
+    """(guard, the answer it must give) in the order they are asked: built once."""
+    bare: bool = attrs.field(init=False, eq=False, repr=False, default=attrs.Factory(
+        lambda e: not (e.before or e.after or e.action), takes_self=True))
+    """No callback of its own runs when it is taken."""
 
-    @property
-    def checks(self) -> tuple[tuple[Callable[..., Any], bool], ...]:
-        """(guard, the answer it must give) in the order they are asked."""
-        first = () if self.guard is None else ((self.guard, True),)
-        return (first + tuple((c, True) for c in self.conditions)
-                + tuple((u, False) for u in self.unless))
+
+def _checks(e: Edge) -> tuple[tuple[Callable[..., Any], bool], ...]:
+    first = () if e.guard is None else ((e.guard, True),)
+    return first + tuple((c, True) for c in e.conditions) + tuple((u, False) for u in e.unless)
 
 
 @attrs.frozen
@@ -102,6 +117,9 @@ class Graph:
     undoable: frozenset[str]  # forward states with a compensation
     undoes: Mapping[str, str]  # mirror state -> the forward state it undoes
     straight: Mapping[str, tuple[str, ...]]  # the undo stack on the first way to each state
+    hooked: frozenset[str]  # forward states with an on_enter or on_exit
+    waiting: frozenset[str]  # forward states that wait for an outside event
+    statuses: Mapping[str, SagaStatus]  # the coarse status of a saga in each state
 
     @property
     def initial(self) -> str:
@@ -112,8 +130,7 @@ class Graph:
 
     def waits(self, state: str) -> bool:
         """Does a saga in `state` wait for an outside event (nothing of its own to run)?"""
-        d = self.defs.get(state)
-        return d is not None and d.step.action is None
+        return state in self.waiting
 
 
 def compile_graph(
@@ -151,7 +168,10 @@ def compile_graph(
                   version=_version(name, by_name, transitions),
                   kinds={(t.source, t.event, t.dest): t.kind for t in transitions},
                   routes=routes, undoable=undoable, undoes={mirror(s): s for s in undoable},
-                  straight=_straight(forward, succ, undoable))
+                  straight=_straight(forward, succ, undoable),
+                  hooked=frozenset(d.name for d in defs if d.on_enter or d.on_exit),
+                  waiting=frozenset(d.name for d in defs if d.step.action is None),
+                  statuses={s: status_of(s) for s in forward + mirrors + TERMINALS})
     return graph, []
 
 

@@ -30,6 +30,12 @@ async def call(func: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
+def unguarded(graph: Graph, state: str, event: Any) -> Edge | None:
+    """The transition `event` takes when the first candidate has no guard (no call needed)."""
+    edges = kernel.candidates(graph, state, event if isinstance(event, str) else event.type)
+    return edges[0] if edges and not edges[0].checks else None
+
+
 async def route(graph: Graph, state: str, event: Any, context_for: ContextFor
                 ) -> Edge | None:
     """The first declared transition for `event` in `state` whose guards all agree."""
@@ -51,18 +57,18 @@ async def route(graph: Graph, state: str, event: Any, context_for: ContextFor
     return None
 
 
-async def run_callbacks(graph: Graph, move: kernel.Move, event: Any,
+async def run_callbacks(calls: tuple[tuple[str, str, object], ...], event: Any,
                         context_for: ContextFor, *, strict: bool, log: Any = None) -> None:
-    """Run the move's callbacks in order; one that raises raises `HookFailed` (`strict`), or
-    is logged and the move goes on (a walk back must)."""
+    """Run a move's callbacks (`kernel.callbacks`) in order; one that raises raises
+    `HookFailed` (`strict`), or is logged and the move goes on (a walk back must)."""
     contexts: dict[str, Any] = {}
-    for state, style, hook in kernel.callbacks(graph, move):
+    for state, style, hook in calls:
         func = cast(Callable[..., Any], hook)
         ctx = contexts.get(state) or contexts.setdefault(state, context_for(state))
         try:
             await (call(func, event, ctx) if style == "event" else call(func, ctx))
         except Exception as exc:
-            what = f"{getattr(func, '__name__', func)!s} (during {move.source} -> {move.dest})"
+            what = f"{getattr(func, '__name__', func)!s} (in {state})"
             if strict or log is None:
                 raise HookFailed(what, exc) from exc
             log.warning("saga.hook_failed", hook=what, error=describe(exc))

@@ -31,6 +31,7 @@ from .stores.base import Commit
 
 _WALKS_BACK = (Kind.FAILURE, Kind.UNKNOWN, Kind.MIRROR, Kind.RESUME)
 _RETRIES = (Trigger.RETRY, Trigger.RETRY_UNKNOWN)
+_TERMINALS = frozenset((COMPLETED, COMPENSATED, FAILED))
 
 
 class Position(NamedTuple):
@@ -81,26 +82,26 @@ def decide(graph: Graph, pos: Position, event: str, edge: Edge | None = None,
     state = pos.state
     if edge is not None:
         kind = Kind.FAILURE if edge.dest == COMPENSATED else Kind.FORWARD
-        return _move(graph, pos, event, kind, None if kind is Kind.FAILURE else edge.dest,
+        return advance(graph, pos, event, kind, None if kind is Kind.FAILURE else edge.dest,
                      error, edge)
     if state in graph.undoes:  # a compensation state
         if event == Trigger.SUCCEED:
-            return _move(graph, pos, event, Kind.MIRROR, None, None)
+            return advance(graph, pos, event, Kind.MIRROR, None, None)
         if event == Trigger.FAIL:
-            return _move(graph, pos, event, Kind.STUCK, FAILED, error)
-        return _move(graph, pos, event, Kind.RETRY, state, error) if event in _RETRIES else None
+            return advance(graph, pos, event, Kind.STUCK, FAILED, error)
+        return advance(graph, pos, event, Kind.RETRY, state, error) if event in _RETRIES else None
     if state == FAILED:
         if event == Trigger.RETRY and pos.undo:
-            return _move(graph, pos, event, Kind.RESUME, None, None)
+            return advance(graph, pos, event, Kind.RESUME, None, None)
         return None
     if state in (COMPLETED, COMPENSATED) or state not in graph.defs:
         return None
     if event == Trigger.FAIL:
-        return _move(graph, pos, event, Kind.FAILURE, None, error)
+        return advance(graph, pos, event, Kind.FAILURE, None, error)
     if event in UNDO_SOURCE:
-        return _move(graph, pos, event, Kind.UNKNOWN, None, error)
+        return advance(graph, pos, event, Kind.UNKNOWN, None, error)
     if event in _RETRIES and graph.defs[state].step.action is not None:
-        return _move(graph, pos, event, Kind.RETRY, state, error)
+        return advance(graph, pos, event, Kind.RETRY, state, error)
     return None
 
 
@@ -109,26 +110,21 @@ def ignore(pos: Position, event: str) -> Move:
     return Move(pos.state, pos.state, event, Kind.IGNORED, pos)
 
 
-def _move(graph: Graph, pos: Position, event: str, kind: Kind, dest: str | None,
-          error: str | None, edge: Edge | None = None) -> Move:
-    after = advance(graph, pos, kind, dest, event, error)
-    return Move(pos.state, after.state, event, kind, after, edge)
-
-
-def advance(graph: Graph, pos: Position, kind: Kind, dest: str | None, event: str,
-            error: str | None) -> Position:
-    """The position after a move of `kind` (to `dest`, or None: down the undo stack).
+def advance(graph: Graph, pos: Position, event: str, kind: Kind, dest: str | None,
+            error: str | None, edge: Edge | None = None) -> Move:
+    """The move of `kind` from `pos` (to `dest`, or None: down the undo stack).
 
     The one place the undo stack moves: a completed or in-doubt compensable state is
     pushed, a succeeded compensation popped, and a walk back goes to the mirror of the
     newest entry left (`compensated` when none is).
     """
+    state = pos.state
     if kind is Kind.RETRY:
-        return pos._replace(attempt=pos.attempt + 1,
-                            in_doubt=pos.in_doubt or event == Trigger.RETRY_UNKNOWN)
+        return Move(state, state, event, kind, pos._replace(
+            attempt=pos.attempt + 1, in_doubt=pos.in_doubt or event == Trigger.RETRY_UNKNOWN))
     if kind is Kind.IGNORED:
-        return pos
-    undo, cause, state = pos.undo, pos.cause, pos.state
+        return Move(state, state, event, kind, pos)
+    undo, cause = pos.undo, pos.cause
     if kind is Kind.FORWARD or kind is Kind.UNKNOWN:
         if state in graph.undoable:
             undo = (*undo, state)
@@ -139,17 +135,19 @@ def advance(graph: Graph, pos: Position, kind: Kind, dest: str | None, event: st
     if dest is None:
         dest = mirror(undo[-1]) if undo else COMPENSATED
     if kind is Kind.STUCK:
-        return Position(dest, undo, 0, False, cause, error)
-    if kind in _WALKS_BACK:
-        return Position(dest, undo, 0, False, cause, cause)
-    return Position(dest, undo, 0, False, cause, pos.error)
+        after = Position(dest, undo, 0, False, cause, error)
+    elif kind in _WALKS_BACK:
+        after = Position(dest, undo, 0, False, cause, cause)
+    else:
+        after = Position(dest, undo, 0, False, cause, pos.error)
+    return Move(state, dest, event, kind, after, edge)
 
 
 def replay(graph: Graph, history: Sequence[Transition]) -> Position:
     """The position a stored history leaves a saga in (each transition's recorded kind)."""
     pos = Position(history[0].dest) if history else Position(graph.initial)
     for t in history[1:]:
-        pos = advance(graph, pos, t.kind, t.dest, t.event, t.error)
+        pos = advance(graph, pos, t.event, t.kind, t.dest, t.error).after
     return pos
 
 
@@ -161,9 +159,11 @@ def callbacks(graph: Graph, move: Move) -> tuple[tuple[str, str, object], ...]:
     `f(event, ctx)`, the callable). A retry or an ignored event runs nothing; a move that
     leaves its state, or a declared transition back into it, runs on_exit and on_enter.
     """
-    if move.kind is Kind.RETRY or move.kind is Kind.IGNORED:
-        return ()
     edge, source, dest = move.edge, move.source, move.dest
+    if (move.kind is Kind.RETRY or move.kind is Kind.IGNORED or (
+            (edge is None or edge.bare) and source not in graph.hooked
+            and dest not in graph.hooked)):
+        return ()
     out: list[tuple[str, str, object]] = []
     if edge is not None:
         out += [(source, "ctx", f) for f in edge.before]
@@ -184,9 +184,9 @@ def due(graph: Graph, state: str, entered_at: float, deadline_at: float | None
         ) -> float | None:
     """When a saga waiting in `state` (entered at `entered_at`) times out: the state's
     timeout or the saga's deadline, whichever comes first; None if it waits forever."""
-    d = graph.defs.get(state)
-    if d is None or d.step.action is not None:
+    if state not in graph.waiting:
         return None
+    d = graph.defs[state]
     times = [] if deadline_at is None else [deadline_at]
     if d.step.timeout is not None:
         times.append(entered_at + d.step.timeout)
@@ -222,11 +222,13 @@ def record(
     dest = move.dest
     transition = Transition(at, move.source or None, dest, move.event, step, attempt, error,
                             duration, reason, worker, move.kind)
-    done = dest in (COMPLETED, COMPENSATED, FAILED)
-    keep = not (done or graph.waits(dest))
+    status = status_of(dest, True) if pending else graph.statuses[dest]
+    done = dest in _TERMINALS
+    waiting = dest in graph.waiting
+    keep = not (done or waiting)
     return transition, Commit(
-        saga_id=saga_id, revision=revision, state=dest, status=status_of(dest, pending),
+        saga_id=saga_id, revision=revision, state=dest, status=status,
         error=move.after.error, transition=transition, result=result,
         owner=owner if keep else None, lease_until=lease_until if keep else None,
-        messages=tuple(messages), waiting=graph.waits(dest), inbox=inbox,
+        messages=tuple(messages), waiting=waiting, inbox=inbox,
         wake_at=None if done else wake_at)

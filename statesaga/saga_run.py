@@ -21,7 +21,7 @@ class SagaRun:
 
     __slots__ = ("abort", "created_at", "data", "deadline_at", "definition", "entered_at",
                  "fence", "graph", "history", "interruptible", "log", "outbox", "pending",
-                 "pos", "results", "revision", "saga_id")
+                 "pos", "results", "revision", "saga_id", "state")
 
     def __init__(self, definition: SagaStateMachine, record: SagaRecord) -> None:
         self.definition = definition
@@ -39,13 +39,9 @@ class SagaRun:
         self.interruptible = False
         self.outbox: list[Any] = []  # messages published for the next commit
         self.log: Any = _log.bind(saga_id=record.saga_id, saga=definition.name)
-        self.pos = kernel.replay(self.graph, self.history)
-        self.pos = self.pos._replace(error=record.error)
+        self.pos = kernel.replay(self.graph, self.history)._replace(error=record.error)
+        self.state = self.pos.state  # the same as pos.state: read on every turn of the loop
         self.entered_at = _entered(self.history, record.created_at)
-
-    @property
-    def state(self) -> str:
-        return self.pos.state
 
     def context(self, step: str, *, attempt: int = 1, result: Any = None, event: Any = None
                 ) -> StepContext:
@@ -59,6 +55,7 @@ class SagaRun:
         if move.dest != move.source or move.edge is not None:
             self.entered_at = at
         self.pos = move.after
+        self.state = move.dest
         self.history.append(transition)
         self.outbox = []
 
