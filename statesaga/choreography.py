@@ -33,18 +33,24 @@ _log = structlog.get_logger("statesaga")
 
 
 def command(event_type: str,
-            payload: Callable[[StepContext], Mapping[str, Any]] | None = None
+            payload: Callable[[StepContext], Mapping[str, Any]] | None = None, *,
+            confirmed_by: str | None = None, failed_by: str | None = None,
             ) -> Callable[[StepContext], None]:
     """A hook that publishes `event_type` for the saga (correlation id: the saga id).
 
     `payload(ctx)` builds the payload (default: the saga's data). The hook declares what it
-    emits (`hook.emits`), so the contract check can read it without running it.
+    emits (`hook.emits`), so the contract check can read it without running it. As a
+    compensation, `confirmed_by` makes its state wait for the participant's reply before
+    the saga walks on; `failed_by` (or no reply within the state's timeout) leaves the saga
+    stuck in `failed`, never `compensated`.
     """
     def publish(ctx: StepContext) -> None:
         body = dict(payload(ctx)) if payload is not None else dict(ctx.data)
         ctx.publish(Event(event_type, body, correlation_id=ctx.saga_id))
 
     publish.emits = event_type  # type: ignore[attr-defined]
+    publish.confirmed_by = confirmed_by  # type: ignore[attr-defined]
+    publish.failed_by = failed_by  # type: ignore[attr-defined]
     publish.__qualname__ = f"command.{event_type}"
     return publish
 
@@ -52,9 +58,10 @@ def command(event_type: str,
 def waits_for(machine: SagaStateMachine) -> set[str]:
     """The event types the machine's states wait for (the ones to subscribe to)."""
     graph = machine.graph
-    return {t.event for t in graph.transitions
-            if t.source in graph.defs and t.event not in RESERVED_EVENTS
-            and graph.defs[t.source].step.action is None and t.event != "succeed"}
+    replies = {e for pair in graph.replies.values() for e in pair if e is not None}
+    return replies | {t.event for t in graph.transitions
+                      if t.source in graph.defs and t.event not in RESERVED_EVENTS
+                      and graph.defs[t.source].step.action is None and t.event != "succeed"}
 
 
 async def deliver(orch: Orchestrator, event: Event) -> SagaRecord:

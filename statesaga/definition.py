@@ -69,15 +69,18 @@ class SagaStateMachine:
         `on_enter(context)` and `on_exit(context)` run inside transitions; `compensation(ctx)`
         undoes what the state did, from its mirror state `compensating_<name>`. `timeout`:
         how long the state waits for its event (a durable timer) before its `timeout`
-        transition, which compensates the state too (its outcome is unknown).
+        transition, which compensates the state too (its outcome is unknown). A compensation
+        made with `command(..., confirmed_by=...)` waits for its reply as long.
         """
         if timeout is not None and not _positive(timeout):
             self._problems.append(f"state {name!r}: timeout must be a number of seconds > 0, "
                                   f"not {timeout!r}")
             timeout = None
-        self._add(StateDef(name=name, step=StepSpec(name=name, action=None,
-                                                    compensation=compensation, timeout=timeout),
-                           on_enter=on_enter, on_exit=on_exit))
+        self._add(StateDef(name=name, step=StepSpec(
+            name=name, action=None, compensation=compensation, timeout=timeout,
+            confirm=getattr(compensation, "confirmed_by", None),
+            refuse=getattr(compensation, "failed_by", None)),
+            on_enter=on_enter, on_exit=on_exit))
 
     def add_transition(
         self,

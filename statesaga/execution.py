@@ -57,7 +57,8 @@ class Runner:
     async def drive(self, run: SagaRun, *, resumed: bool = False) -> None:
         """Run the saga until it is terminal or waits for an outside event."""
         graph = run.graph
-        if resumed and not run.pending and run.state not in TERMINALS:
+        if (resumed and not run.pending and run.state not in TERMINALS
+                and not kernel.waits(graph, run.pos)):
             spec = _spec(run)
             d = graph.defs.get(run.state)
             if (spec.action if d is not None else spec.compensation) is not None:
@@ -71,6 +72,14 @@ class Runner:
             if run.abort is not None and d is not None:
                 await self.fire(run, Trigger.ABORT, error=f"aborted: {run.abort}",
                                 reason=run.abort)
+            elif d is None and kernel.waits(graph, run.pos):  # its command went out
+                due = kernel.due(graph, run.state, run.entered_at, None)
+                if due is None or due > self.clock.time():
+                    return
+                spec = _spec(run)
+                await self.fire(run, Trigger.TIMEOUT, step=spec.name, error=_stuck(
+                    run, f": no reply confirmed its compensating command within {spec.timeout}s "
+                         "(it may have been dead-lettered: see the bus's dead letters)"))
             elif d is None:
                 await self._compensate(run, _spec(run))
             elif d.step.action is not None:
@@ -181,19 +190,18 @@ class Runner:
             timeout = spec.timeout if spec.action is not None else None
             out = await self._attempt_once(run, spec.compensation, ctx, timeout,
                                            spec.undo_is_async, abortable=False)
-            if out.exc is None:
-                await self.fire(run, Trigger.SUCCEED, step=spec.name, attempt=attempt,
-                                duration=out.duration)
+            if out.exc is None:  # done, or (choreography) its command is on its way
+                await self.fire(run, Trigger.SUCCEED if spec.confirm is None else Trigger.SENT,
+                                step=spec.name, attempt=attempt, duration=out.duration)
                 return
             run.outbox = []
             error = describe(out.exc)
             run.log.warning("saga.compensation_failed", step=spec.name, attempt=attempt,
                             error=error)
             if attempt >= limit or not _retryable(policy, out.exc):
-                stuck = (f"saga {run.saga_id!r} is stuck in {run.state} after {attempt} "
-                         f"attempt{'s' if attempt > 1 else ''}: {error}; fix what makes the "
-                         f"{spec.name!r} compensation fail, then run `statesaga retry "
-                         f"{run.saga_id}` (or `await orchestrator.retry({run.saga_id!r})`)")
+                stuck = _stuck(run, f" after {attempt} attempt{'s' if attempt > 1 else ''}: "
+                                    f"{error}; fix what makes the {spec.name!r} compensation "
+                                    "fail")
                 await self.fire(run, Trigger.FAIL, step=spec.name, attempt=attempt,
                                 duration=out.duration, error=stuck)
                 run.log.error("saga.stuck", step=spec.name, state=FAILED, error=stuck)
@@ -318,20 +326,33 @@ class Runner:
                       error: str | None = None) -> bool:
         """An outside event for `run`: take the first transition its guards allow, or record
         it as ignored; a guard or hook that raises rejects it (recorded, then raised)."""
+        replies = run.graph.replies.get(run.state)
+        if run.state in run.graph.undoes and (replies is None or event.type not in replies):
+            return await self._ignored(run, event, inbox)  # only its reply moves a mirror
+        if replies is not None and event.type == replies[1]:
+            error = _stuck(run, f": its compensating command was refused ({error or event.type}); "
+                                "fix the participant that handles it")
         try:
             edge = await self._route(run, event)
-            moved = edge is not None and await self.fire(run, event, edge=edge, error=error,
-                                                         inbox=inbox, strict=True)
+            moved = await self.fire(run, event, edge=edge, error=error, inbox=inbox,
+                                    strict=True)
         except HookFailed as exc:
             await self.commit(run, kernel.ignore(run.pos, event.type), inbox=inbox,
                               reason=f"rejected: {exc}")
             raise exc.exc from exc
-        if not moved:
-            await self.commit(run, kernel.ignore(run.pos, event.type), inbox=inbox,
-                              reason=f"ignored: no transition on {event.type!r} from "
-                                     f"{run.state}")
-            run.log.info("saga.event_ignored", state=run.state, trigger=event.type)
-        return moved
+        return moved or await self._ignored(run, event, inbox)
+
+    async def _ignored(self, run: SagaRun, event: Any, inbox: str | None) -> bool:
+        await self.commit(run, kernel.ignore(run.pos, event.type), inbox=inbox,
+                          reason=f"ignored: no transition on {event.type!r} from {run.state}")
+        run.log.info("saga.event_ignored", state=run.state, trigger=event.type)
+        return False
+
+
+def _stuck(run: SagaRun, why: str) -> str:
+    """What a stuck saga's error says: where it is stuck, why, and the command that goes on."""
+    return (f"saga {run.saga_id!r} is stuck in {run.state}{why}, then run `statesaga retry "
+            f"{run.saga_id}` (or `await orchestrator.retry({run.saga_id!r})`)")
 
 
 def _spec(run: SagaRun) -> StepSpec:

@@ -120,6 +120,8 @@ class Graph:
     hooked: frozenset[str]  # forward states with an on_enter or on_exit
     waiting: frozenset[str]  # forward states that wait for an outside event
     statuses: Mapping[str, SagaStatus]  # the coarse status of a saga in each state
+    replies: Mapping[str, tuple[str, str | None]]  # a mirror whose command is confirmed:
+    # (the event that confirms it, the one that refuses it)
 
     @property
     def initial(self) -> str:
@@ -171,7 +173,9 @@ def compile_graph(
                   straight=_straight(forward, succ, undoable),
                   hooked=frozenset(d.name for d in defs if d.on_enter or d.on_exit),
                   waiting=frozenset(d.name for d in defs if d.step.action is None),
-                  statuses={s: status_of(s) for s in forward + mirrors + TERMINALS})
+                  statuses={s: status_of(s) for s in forward + mirrors + TERMINALS},
+                  replies={mirror(d.name): (d.step.confirm, d.step.refuse) for d in defs
+                           if d.name in undoable and d.step.confirm is not None})
     return graph, []
 
 
@@ -358,6 +362,11 @@ def _all_transitions(
             continue
         m = mirror(s)
         out += [TransitionInfo(m, mirror(x), SUCCEED, Kind.MIRROR) for x in near[s]]
+        confirm, refuse = by_name[s].step.confirm, by_name[s].step.refuse
+        if confirm is not None:
+            out += [TransitionInfo(m, m, Trigger.SENT, Kind.RETRY)]
+            out += [TransitionInfo(m, mirror(x), confirm, Kind.MIRROR) for x in near[s]]
+            out += [TransitionInfo(m, FAILED, e, Kind.STUCK) for e in (refuse, TIMEOUT) if e]
         out += [TransitionInfo(m, m, RETRY, Kind.RETRY),
                 TransitionInfo(m, m, RETRY_UNKNOWN, Kind.RETRY),
                 TransitionInfo(m, FAILED, FAIL, Kind.STUCK),

@@ -85,11 +85,15 @@ def decide(graph: Graph, pos: Position, event: str, edge: Edge | None = None,
         return advance(graph, pos, event, kind, None if kind is Kind.FAILURE else edge.dest,
                      error, edge)
     if state in graph.undoes:  # a compensation state
-        if event == Trigger.SUCCEED:
+        confirm, refuse = graph.replies.get(state, (None, None))
+        if event == Trigger.SUCCEED or (event == confirm and pos.attempt):
             return advance(graph, pos, event, Kind.MIRROR, None, None)
-        if event == Trigger.FAIL:
+        if event == Trigger.FAIL or (pos.attempt and (event == refuse or (
+                confirm is not None and event == Trigger.TIMEOUT))):
             return advance(graph, pos, event, Kind.STUCK, FAILED, error)
-        return advance(graph, pos, event, Kind.RETRY, state, error) if event in _RETRIES else None
+        if event in _RETRIES or (event == Trigger.SENT and confirm is not None):
+            return advance(graph, pos, event, Kind.RETRY, state, error)
+        return None
     if state == FAILED:
         if event == Trigger.RETRY and pos.undo:
             return advance(graph, pos, event, Kind.RESUME, None, None)
@@ -180,10 +184,20 @@ def callbacks(graph: Graph, move: Move) -> tuple[tuple[str, str, object], ...]:
     return tuple(out)
 
 
+def waits(graph: Graph, pos: Position) -> bool:
+    """Does the saga wait for an outside event: in a state that waits for one, or in a
+    compensation whose command went out and waits for its reply?"""
+    return pos.state in graph.waiting or (pos.attempt > 0 and pos.state in graph.replies)
+
+
 def due(graph: Graph, state: str, entered_at: float, deadline_at: float | None
         ) -> float | None:
     """When a saga waiting in `state` (entered at `entered_at`) times out: the state's
-    timeout or the saga's deadline, whichever comes first; None if it waits forever."""
+    timeout or the saga's deadline, whichever comes first; None if it waits forever.
+    A compensation waiting for its reply waits as long as its forward state would."""
+    if state in graph.replies:
+        timeout = graph.defs[graph.undoes[state]].step.timeout
+        return None if timeout is None else entered_at + timeout
     if state not in graph.waiting:
         return None
     d = graph.defs[state]
@@ -224,7 +238,7 @@ def record(
                             duration, reason, worker, move.kind)
     status = status_of(dest, True) if pending else graph.statuses[dest]
     done = dest in _TERMINALS
-    waiting = dest in graph.waiting
+    waiting = waits(graph, move.after)
     keep = not (done or waiting)
     return transition, Commit(
         saga_id=saga_id, revision=revision, state=dest, status=status,

@@ -228,7 +228,7 @@ class Orchestrator:
             await self._runner.drive(run, resumed=resumed)
             if run.state in TERMINALS:
                 pass
-            elif run.graph.waits(run.state):
+            elif kernel.waits(run.graph, run.pos):
                 self._park(run)
             else:
                 await self.store.release(self.owner, [run.saga_id])  # a worker stopping

@@ -43,6 +43,7 @@ class Trigger(enum.StrEnum):
     INVALID_RESULT = "invalid_result"  # the action ran, its result cannot be stored
     NO_ROUTE = "no_route"  # the action ran, no guarded transition out of it accepted it
     HOOK_FAILED = "hook_failed"  # the action ran, a hook of the move after it raised
+    SENT = "sent"  # a compensating command went out: its state waits for the reply
 
 
 class SagaStatus(enum.Enum):
@@ -90,7 +91,7 @@ def classify(source: str | None, event: str, dest: str, reason: str | None) -> K
     """
     if source is None:
         return Kind.START
-    if event in (Trigger.RETRY, Trigger.RETRY_UNKNOWN):
+    if event in (Trigger.RETRY, Trigger.RETRY_UNKNOWN, Trigger.SENT):
         if source == FAILED:
             return Kind.RESUME
         if source == dest:
@@ -98,8 +99,10 @@ def classify(source: str | None, event: str, dest: str, reason: str | None) -> K
     if source.startswith(MIRROR_PREFIX):
         if event == Trigger.SUCCEED and source != dest:
             return Kind.MIRROR
-        if event == Trigger.FAIL and dest == FAILED:
+        if dest == FAILED:
             return Kind.STUCK
+        if source != dest:
+            return Kind.MIRROR
     if source == dest and reason is not None and reason.startswith(("ignored", "rejected")):
         return Kind.IGNORED
     if source in TERMINALS:

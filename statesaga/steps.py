@@ -28,6 +28,8 @@ class StepSpec:
     retry: Retry = ACTION_RETRY
     compensation_retry: Retry = COMPENSATION_RETRY
     timeout: float | None = None
+    confirm: str | None = None  # the event that confirms the compensation (choreography)
+    refuse: str | None = None  # the event that says the compensation failed
     is_async: bool = False  # the action is a coroutine function (else it runs in a thread)
     undo_is_async: bool = False  # the same for the compensation
 

@@ -157,11 +157,13 @@ async def test_a_state_timeout_fires_and_compensates_that_state_too() -> None:
     clock.advance(31)
     report = await Orchestrator(store=h.store, sagas=[h.machine], clock=clock).recover()
     record = report.recovered[0]
-    assert "compensated" == record.state
-    assert "timeout" == record.history[1].event
+    assert "compensating_booking_flight" == record.state  # CancelFlight sent: it waits
+    assert ["timeout", "sent"] == [t.event for t in record.history[1:]]
     assert "within its timeout of 30.0s" in (record.history[1].error or "")
     await h.pump()
     assert ["BookFlight", "CancelFlight"] == h.commands("c6")
+    record = await h.store.load("c6")
+    assert ("compensated", "FlightCancelled") == (record.state, record.history[-1].event)
 
 
 def test_the_contract_lists_what_each_state_waits_for_and_emits() -> None:
@@ -213,3 +215,48 @@ async def test_a_stale_parked_saga_is_loaded_afresh() -> None:
     assert "charging_payment" == record.state
     assert ["booking_flight", "booking_hotel", "charging_payment"] == [
         t.dest for t in record.history]
+
+
+async def test_a_refused_compensating_command_leaves_the_saga_stuck_naming_the_command() -> None:
+    h = Harness()
+    await h.orch.run(h.machine, {"fail_at": "payment", "fail_undo": "flight"}, saga_id="c9")
+    await h.pump()
+    record = await h.orch.get("c9")
+    assert ("failed", "FlightCancelFailed") == (record.state, record.history[-1].event)
+    assert record.is_stuck
+    assert ("saga 'c9' is stuck in compensating_booking_flight: its compensating command was "
+            "refused (FlightCancelFailed: flight cannot undo (scripted)); fix the participant "
+            "that handles it, then run `statesaga retry c9`") in (record.error or "")
+    assert {"flights": {"booked": True}, "hotels": {}, "payments": None} == await h.bookings("c9")
+
+
+async def test_a_compensating_command_nobody_confirms_leaves_the_saga_stuck_at_its_timeout(
+        ) -> None:
+    clock = FakeClock()
+    h = Harness(clock=clock)
+    h.participants = [p for p in h.participants if p.name != "flights"]  # it never answers
+    await h.orch.run(h.machine, {}, saga_id="c10")
+    clock.advance(31)  # BookFlight went unanswered: compensate it, send CancelFlight
+    await Orchestrator(store=h.store, sagas=[h.machine], clock=clock).recover()
+    await h.pump()
+    assert "compensating_booking_flight" == (await h.orch.get("c10")).state  # still waiting
+    clock.advance(31)  # CancelFlight went unanswered too (dead-lettered, say)
+    report = await Orchestrator(store=h.store, sagas=[h.machine], clock=clock).recover()
+    record = report.recovered[0]
+    assert ("failed", "timeout") == (record.state, record.history[-1].event)
+    assert "no reply confirmed its compensating command within 30.0s" in (record.error or "")
+
+
+async def test_retrying_a_stuck_choreography_sends_the_compensating_command_again() -> None:
+    h = Harness()
+    await h.orch.run(h.machine, {"fail_at": "hotel", "fail_undo": "flight"}, saga_id="c11")
+    await h.pump()
+    assert "failed" == (await h.orch.get("c11")).state
+    flights = next(p for p in h.participants if p.name == "flights")
+    flights.handlers["CancelFlight"] = (lambda event, state: (
+        state.pop("booked", None), Event("FlightCancelled"))[1], ("FlightCancelled",))
+    await h.orch.retry("c11", reason="flight service fixed")
+    await h.pump()
+    record = await h.orch.get("c11")
+    assert "compensated" == record.state
+    assert ["BookFlight", "BookHotel", "CancelFlight", "CancelFlight"] == h.commands("c11")

@@ -352,7 +352,8 @@ async def test_a_timer_due_while_no_process_ran_fires_in_a_fresh_process_which_c
 
     assert [(None, "booking_flight", "start"),
             ("booking_flight", "compensating_booking_flight", "timeout"),
-            ("compensating_booking_flight", "compensated", "succeed")] == trip.history()
+            ("compensating_booking_flight", "compensating_booking_flight", "sent"),
+            ("compensating_booking_flight", "compensated", "FlightCancelled")] == trip.history()
     (worker,) = trip.query("SELECT worker FROM transitions WHERE event = 'timeout'")[0]
     assert f":{fresh.pid}:" in worker  # the fresh process fired it
     assert ["BookFlight", "CancelFlight"] == trip.commands("late")
