@@ -15,8 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
 from .context import StepContext
 from .definition import SagaStateMachine
 from .events import Event, EventBus
@@ -28,12 +26,11 @@ from .exceptions import (
     UndeliverableEvent,
 )
 from .graph import RESERVED_EVENTS
+from .logs import logger as _log
 from .orchestrator import Orchestrator
 from .records import TERMINALS, SagaRecord, Transition
 from .saga_run import SagaRun
 from .stores.base import Commit, OutboxSignal
-
-_log = structlog.get_logger("statesaga")
 
 
 def command(event_type: str,

@@ -7,8 +7,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any, overload
 
-import structlog
-
 from .exceptions import SagaDefinitionError
 from .graph import (
     Edge,
@@ -19,10 +17,10 @@ from .graph import (
     check_name,
     compile_graph,
 )
+from .logs import logger as _log
 from .retry import ACTION_RETRY, COMPENSATION_RETRY, Retry
 from .steps import Callback, SagaStep, StepHandle, StepSpec, snake_case
 
-_log = structlog.get_logger("statesaga")
 KNOWN: weakref.WeakValueDictionary[tuple[str, str], SagaStateMachine] = (
     weakref.WeakValueDictionary())
 """Every definition checked in this process, by (name, version): a record finds its drawing."""

@@ -8,8 +8,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
 from .clock import Clock
 from .codec import to_json
 from .context import StepContext
@@ -37,8 +35,6 @@ from .records import (
 from .retry import Retry
 from .saga_run import SagaRun, move_undo
 from .stores.base import Commit, SagaStore
-
-_log = structlog.get_logger("statesaga")
 
 
 class _Outcome:
@@ -174,7 +170,7 @@ class Runner:
     async def _deadline(self, run: SagaRun, step: str, attempt: int | None,
                         duration: float | None) -> None:
         """The saga's deadline passed in `step`: its outcome is unknown, compensate it too."""
-        run.log.warning("saga.deadline", step=step, attempt=attempt)
+        run.log.info("saga.deadline", step=step, attempt=attempt)
         await self.fire(run, TIMEOUT, step=step, attempt=attempt, duration=duration, error=(
             f"the saga's deadline of {run.definition.deadline}s passed during step {step!r}"))
 
@@ -196,8 +192,8 @@ class Runner:
                 return
             run.outbox = []
             error = describe(out.exc)
-            run.log.warning("saga.compensation_failed", step=spec.name, attempt=attempt,
-                            exc_info=out.exc)
+            run.log.info("saga.compensation_failed", step=spec.name, attempt=attempt,
+                         exc_info=out.exc)
             if attempt >= limit or not _retryable(policy, out.exc):
                 stuck = (f"saga {run.saga_id!r} is stuck in {run.state} after {attempt} "
                          f"attempt{'s' if attempt > 1 else ''}: {error}; fix what makes the "
@@ -308,7 +304,7 @@ class Runner:
                      attempt=attempt,
                      duration_ms=None if duration is None else round(duration * 1000, 3))
         if kind in (FAILURE, UNKNOWN):
-            run.log.warning("saga.compensating", step=step, trigger=event, error=error)
+            run.log.info("saga.compensating", step=step, trigger=event, error=error)
         return True
 
     @staticmethod

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
-import structlog
 
 from .clock import Clock, SystemClock
 from .codec import check_id, to_json
@@ -29,12 +28,12 @@ from .exceptions import (
 )
 from .execution import Runner
 from .graph import RETRY, START_EVENT
+from .logs import logger as _log
 from .records import TERMINALS, SagaRecord, SagaStatus, Transition
 from .saga_run import SagaRun
 from .stores.base import SagaStore
 from .stores.memory import InMemoryStore
 
-_log = structlog.get_logger("statesaga")
 PARKED = 10_000  # waiting sagas kept in memory; the rest are loaded when their event comes
 
 

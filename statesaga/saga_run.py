@@ -10,14 +10,11 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-import structlog
-
 from .context import StepContext
 from .definition import SagaStateMachine
 from .graph import FAILURE, FORWARD, MIRROR, UNKNOWN, Graph
+from .logs import logger as _log
 from .records import SagaRecord, SagaStatus, status_of
-
-_log = structlog.get_logger("statesaga")
 
 
 class SagaRun:
