@@ -108,7 +108,7 @@ class Orchestrator:
     # -- running -----------------------------------------------------------------------
 
     async def run(
-        self, machine: SagaStateMachine, data: Mapping[str, Any] | None = None, *,
+        self, machine: SagaStateMachine, data: Any = None, *,
         saga_id: str | None = None,
     ) -> SagaRecord:
         """Run a saga to its end (or until it waits for an event) and return its record.
@@ -124,14 +124,14 @@ class Orchestrator:
         return await self.resume(record.saga_id)
 
     async def start(
-        self, machine: SagaStateMachine, data: Mapping[str, Any] | None = None, *,
+        self, machine: SagaStateMachine, data: Any = None, *,
         saga_id: str | None = None,
     ) -> SagaRecord:
         """Persist a new saga, pending, for a worker (`work`) or `recover` to run."""
         return (await self._create(machine, data, saga_id, pending=True))[0]
 
     async def _create(
-        self, machine: SagaStateMachine, data: Mapping[str, Any] | None, saga_id: str | None,
+        self, machine: SagaStateMachine, data: Any, saga_id: str | None,
         *, pending: bool,
     ) -> tuple[SagaRecord, bool]:
         """The new saga's record and True, or the existing one with that id and False."""
@@ -140,6 +140,8 @@ class Orchestrator:
         if saga_id in self._active:
             return await asyncio.shield(self._active[saga_id][1]), False
         data = {} if data is None else data
+        if machine.data_type is not None:  # typed data (statesaga.typed): checked, as JSON
+            data = machine.data_type.dump(data, f"the data of saga {saga_id!r}", saga_id=saga_id)
         if not isinstance(data, Mapping):
             raise SagaError(f"the data of saga {saga_id!r} must be a JSON object (a dict), "
                             f"not {type(data).__name__}", saga_id=saga_id)

@@ -22,14 +22,18 @@ class SagaRun:
 
     __slots__ = ("abort", "cause", "created_at", "data", "deadline_at", "definition", "error",
                  "history", "interruptible", "log", "outbox", "pending", "results", "revision",
-                 "saga_id", "state", "target", "undo")
+                 "saga_id", "state", "stored_data", "target", "undo")
 
     def __init__(self, definition: SagaStateMachine, record: SagaRecord) -> None:
         self.definition = definition
         self.saga_id = record.saga_id
         self.state = record.state
         self.target: str | None = None
-        self.data = MappingProxyType(dict(record.data))
+        self.data: Any = MappingProxyType(dict(record.data))
+        self.stored_data = record.data
+        if definition.data_type is not None:  # typed data (statesaga.typed): ctx.data typed
+            self.data = definition.data_type.load(record.data, f"the data of saga "
+                                                  f"{record.saga_id!r}", saga_id=record.saga_id)
         self.results: dict[str, Any] = dict(record.results)
         self.history = list(record.history)
         self.revision = record.revision
@@ -60,7 +64,8 @@ class SagaRun:
         updated = self.history[-1].at if self.history else self.created_at
         return SagaRecord(
             saga_id=self.saga_id, name=self.definition.name, version=self.definition.version,
-            state=self.state, status=status_of(self.state, self.pending), data=dict(self.data),
+            state=self.state, status=status_of(self.state, self.pending),
+            data=dict(self.stored_data),
             results=dict(self.results), error=self.error, history=tuple(self.history),
             created_at=self.created_at, updated_at=updated, revision=self.revision,
             deadline_at=None if self.deadline_at is None else
