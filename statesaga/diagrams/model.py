@@ -59,7 +59,8 @@ def column(graph: Graph) -> list[str]:
 
 
 def policy(graph: Graph, state: str) -> list[str]:
-    """How `state` tries its callable, e.g. ['3 attempts', 'timeout 5s'] (defaults unsaid)."""
+    """How `state` tries its callable, e.g. ['up to 3 tries', 'timeout 5s'] (a policy, not a
+    count of what happened: that is `Trace.notes`); a single try goes unsaid."""
     if state in graph.defs:
         spec = graph.defs[state].step
         if spec.action is None:
@@ -70,7 +71,7 @@ def policy(graph: Graph, state: str) -> list[str]:
         attempts = spec.compensation_retry.attempts
     else:
         return []
-    notes = [f"{attempts} attempts"] if attempts > 1 else []
+    notes = [f"up to {attempts} tries"] if attempts > 1 else []
     return notes + ([f"timeout {spec.timeout:g}s"] if spec.timeout is not None else [])
 
 
