@@ -32,6 +32,16 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message", "asctime"}
 
 
+class _Level:
+    """A level of `SagaLogger`: `logger.info` is the call to make, a no-op when it is off."""
+
+    def __init__(self, level: int, name: str) -> None:
+        self.level, self.name = level, name
+
+    def __get__(self, logger: SagaLogger, owner: Any = None) -> Method:
+        return logger._method(self.level, self.name)
+
+
 class SagaLogger:
     """A logger with bound key/values and structlog's calls: `log.info(event, **fields)`.
 
@@ -49,27 +59,11 @@ class SagaLogger:
         """A logger that adds `fields` to every event."""
         return SagaLogger({**self._context, **fields})
 
-    @property
-    def debug(self) -> Method:
-        return self._method(DEBUG, "debug")
-
-    @property
-    def info(self) -> Method:
-        return self._method(INFO, "info")
-
-    @property
-    def warning(self) -> Method:
-        return self._method(WARNING, "warning")
-
-    warn = warning
-
-    @property
-    def error(self) -> Method:
-        return self._method(ERROR, "error")
-
-    @property
-    def critical(self) -> Method:
-        return self._method(CRITICAL, "critical")
+    debug = _Level(DEBUG, "debug")
+    info = _Level(INFO, "info")
+    warning = warn = _Level(WARNING, "warning")
+    error = _Level(ERROR, "error")
+    critical = _Level(CRITICAL, "critical")
 
     @property
     def exception(self) -> Method:

@@ -7,7 +7,6 @@ import enum
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -90,14 +89,6 @@ class Seen:
         m.step("book", book, compensation=cancel)
         m.step("pay", pay)
         return m
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'sagas.db'}"
-    dsn = request.getfixturevalue("postgres_dsn")
-    return f"{dsn}?schema={request.getfixturevalue('pg_schema')}"
 
 
 # -- through the real stores ------------------------------------------------------------------
