@@ -36,6 +36,7 @@ __all__ = [
     "BusError",
     "Clock",
     "CommitOutcomeUnknown",
+    "DataType",
     "DuplicateMessage",
     "Event",
     "EventBus",
@@ -72,9 +73,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """`RabbitMQBus` loads on first use, so that `import statesaga` never imports aio-pika."""
+    """`RabbitMQBus` and `DataType` load on first use: `import statesaga` imports neither
+    aio-pika nor cattrs."""
     if name == "RabbitMQBus":
         from .bus_rabbitmq import RabbitMQBus
 
         return RabbitMQBus
+    if name == "DataType":
+        from .typed import DataType
+
+        return DataType
     raise AttributeError(f"module 'statesaga' has no attribute {name!r}")

@@ -15,12 +15,10 @@ import contextlib
 from collections import deque
 
 import attrs
-import structlog
 
 from .events import Event, Handler, call_handler
 from .exceptions import BusError, UndeliverableEvent, describe
-
-_log = structlog.get_logger("statesaga")
+from .logs import logger as _log
 
 
 @attrs.define

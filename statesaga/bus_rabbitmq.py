@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 import aio_pika
 import aiormq
 import attrs
-import structlog
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustChannel,
@@ -44,9 +43,9 @@ from yarl import URL
 
 from .events import Event, Handler, call_handler
 from .exceptions import BusError, UndeliverableEvent, describe
+from .logs import logger as _log
 from .stores.urls import redact
 
-_log = structlog.get_logger("statesaga")
 Properties = aiormq.spec.Basic.Properties
 _T = TypeVar("_T")
 _QUORUM = {"x-queue-type": "quorum"}

@@ -14,8 +14,6 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import structlog
-
 from .context import StepContext
 from .definition import SagaStateMachine
 from .events import Event, EventBus
@@ -25,11 +23,10 @@ from .exceptions import (
     UndeliverableEvent,
 )
 from .graph import RESERVED_EVENTS
+from .logs import logger as _log
 from .orchestrator import Orchestrator
 from .records import SagaRecord
 from .stores.base import OutboxSignal
-
-_log = structlog.get_logger("statesaga")
 
 
 def command(event_type: str,

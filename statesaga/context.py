@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
-
-_log = structlog.get_logger("statesaga")
+from .logs import logger as _log
 
 
 class StepContext:

@@ -6,9 +6,7 @@ import inspect
 import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, overload
-
-import structlog
+from typing import TYPE_CHECKING, Any, overload
 
 from . import hooks, kernel
 from .context import StepContext
@@ -22,10 +20,13 @@ from .graph import (
     check_name,
     compile_graph,
 )
+from .logs import logger as _log
 from .retry import ACTION_RETRY, COMPENSATION_RETRY, Retry
 from .steps import Callback, SagaStep, StepHandle, StepSpec, snake_case
 
-_log = structlog.get_logger("statesaga")
+if TYPE_CHECKING:
+    from .typed import DataType
+
 KNOWN: weakref.WeakValueDictionary[tuple[str, str], SagaStateMachine] = (
     weakref.WeakValueDictionary())
 """Every definition checked in this process, by (name, version): a record finds its drawing."""
@@ -40,7 +41,7 @@ class SagaStateMachine:
     `SagaDefinitionError`. One definition is shared by all of its running instances.
     """
 
-    def __init__(self, name: str, *, deadline: float | None = None) -> None:
+    def __init__(self, name: str, *, deadline: float | None = None, data: Any = None) -> None:
         self.name = name
         self.deadline = deadline
         self._defs: list[StateDef] = []
@@ -52,6 +53,16 @@ class SagaStateMachine:
             self._problems.append(problem)
         if deadline is not None and not _positive(deadline):
             self._problems.append(f"deadline must be a number of seconds > 0, not {deadline!r}")
+        # -- typed data (statesaga.typed): ctx.data is an instance, the store keeps JSON --
+        self.data_type: DataType | None = None
+        if data is not None:
+            from .typed import DataType
+
+            try:
+                self.data_type = data if isinstance(data, DataType) else DataType(data)
+            except TypeError as exc:
+                self._problems.append(f"data: {exc}")
+        # -- end of typed data --
 
     # -- building ---------------------------------------------------------------------
 
@@ -265,13 +276,15 @@ class SagaStateMachine:
                 d.step.undo_is_async = (d.step.compensation is not None
                                         and is_async(d.step.compensation))
             self._graph = graph
-            KNOWN[(self.name, graph.version)] = self
+            KNOWN[(self.name, self.version)] = self
         return self._graph
 
     @property
     def version(self) -> str:
-        """A stable hash of the graph and the callables' names: which definition a saga ran."""
-        return self.graph.version
+        """A stable hash of the graph, the callables' names and the data's class."""
+        if self.data_type is None:
+            return self.graph.version
+        return self.data_type.versioned(self.graph.version)  # typed data (statesaga.typed)
 
     @property
     def states(self) -> tuple[str, ...]:

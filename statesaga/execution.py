@@ -13,8 +13,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
 from . import hooks, kernel
 from .clock import Clock
 from .codec import from_json, storable_text, to_json
@@ -26,8 +24,6 @@ from .retry import Retry
 from .saga_run import SagaRun
 from .steps import StepSpec
 from .stores.base import SagaStore
-
-_log = structlog.get_logger("statesaga")
 
 
 class _Outcome:
@@ -122,7 +118,8 @@ class Runner:
                     await self._deadline(run, spec.name, attempt, out.duration)
                     return
             error = out.error or describe(out.exc)
-            run.log.info("saga.attempt_failed", step=spec.name, attempt=attempt, error=error)
+            run.log.info("saga.attempt_failed", step=spec.name, attempt=attempt,
+                         exc_info=out.exc)
             if attempt >= limit or not _retryable(spec.retry, out.exc):
                 unknown = out.unknown or run.pos.in_doubt
                 await self.fire(run, Trigger.TIMEOUT if unknown else Trigger.FAIL,
@@ -174,7 +171,7 @@ class Runner:
     async def _deadline(self, run: SagaRun, step: str, attempt: int | None,
                         duration: float | None) -> None:
         """The saga's deadline passed in `step`: its outcome is unknown, compensate it too."""
-        run.log.warning("saga.deadline", step=step, attempt=attempt)
+        run.log.info("saga.deadline", step=step, attempt=attempt)
         await self.fire(run, Trigger.TIMEOUT, step=step, attempt=attempt, duration=duration,
                         error=f"the saga's deadline of {run.definition.deadline}s passed "
                               f"during step {step!r}")
@@ -196,8 +193,8 @@ class Runner:
                 return
             run.outbox = []
             error = describe(out.exc)
-            run.log.warning("saga.compensation_failed", step=spec.name, attempt=attempt,
-                            error=error)
+            run.log.info("saga.compensation_failed", step=spec.name, attempt=attempt,
+                         exc_info=out.exc)
             if attempt >= limit or not _retryable(policy, out.exc):
                 stuck = _stuck(run, f" after {attempt} attempt{'s' if attempt > 1 else ''}: "
                                     f"{error}; fix what makes the {spec.name!r} compensation "
@@ -277,7 +274,7 @@ class Runner:
         actions). A hook that raises in a forward move raises `HookFailed` and nothing is
         committed (`strict`), or is logged and the move goes on (a walk back, which must).
         """
-        name = event if isinstance(event, str) else event.type
+        name = str(event) if isinstance(event, str) else event.type  # a Trigger as its text
         move = kernel.decide(run.graph, run.pos, name, edge, error)
         if move is None:
             return False
@@ -320,7 +317,7 @@ class Runner:
                      trigger=move.event, step=step, attempt=attempt,
                      duration_ms=None if duration is None else round(duration * 1000, 3))
         if move.kind is Kind.FAILURE or move.kind is Kind.UNKNOWN:
-            run.log.warning("saga.compensating", step=step, trigger=move.event, error=error)
+            run.log.info("saga.compensating", step=step, trigger=move.event, error=error)
 
     async def deliver(self, run: SagaRun, event: Any, *, inbox: str | None = None,
                       error: str | None = None) -> bool:

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
-import structlog
 
 from . import hooks, kernel
 from .clock import Clock, SystemClock
@@ -36,12 +35,12 @@ from .exceptions import (
 )
 from .execution import Runner
 from .graph import RESERVED_EVENTS
+from .logs import logger as _log
 from .records import TERMINALS, SagaRecord, SagaStatus, Trigger
 from .saga_run import SagaRun
 from .stores.base import SagaStore
 from .stores.memory import InMemoryStore
 
-_log = structlog.get_logger("statesaga")
 PARKED = 10_000  # waiting sagas kept in memory; the rest are loaded when their event comes
 
 
@@ -116,7 +115,7 @@ class Orchestrator:
     # -- running -----------------------------------------------------------------------
 
     async def run(
-        self, machine: SagaStateMachine, data: Mapping[str, Any] | None = None, *,
+        self, machine: SagaStateMachine, data: Any = None, *,
         saga_id: str | None = None,
     ) -> SagaRecord:
         """Run a saga to its end (or until it waits for an event) and return its record.
@@ -132,14 +131,14 @@ class Orchestrator:
         return await self.resume(record.saga_id)
 
     async def start(
-        self, machine: SagaStateMachine, data: Mapping[str, Any] | None = None, *,
+        self, machine: SagaStateMachine, data: Any = None, *,
         saga_id: str | None = None,
     ) -> SagaRecord:
         """Persist a new saga, pending, for a worker (`work`) or `recover` to run."""
         return (await self._create(machine, data, saga_id, pending=True))[0]
 
     async def _create(
-        self, machine: SagaStateMachine, data: Mapping[str, Any] | None, saga_id: str | None,
+        self, machine: SagaStateMachine, data: Any, saga_id: str | None,
         *, pending: bool,
     ) -> tuple[SagaRecord, bool]:
         """The new saga's record and True, or the existing one with that id and False."""
@@ -148,6 +147,8 @@ class Orchestrator:
         if saga_id in self._active:
             return await asyncio.shield(self._active[saga_id][1]), False
         data = {} if data is None else data
+        if machine.data_type is not None:  # typed data (statesaga.typed): checked, as JSON
+            data = machine.data_type.dump(data, f"the data of saga {saga_id!r}", saga_id=saga_id)
         if not isinstance(data, Mapping):
             raise InvalidSagaData(f"the data of saga {saga_id!r} must be a JSON object (a "
                                   f"dict), not {type(data).__name__}", key="data",

@@ -12,12 +12,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
-import structlog
 
 from .events import Event, EventBus
 from .exceptions import UndeliverableEvent
+from .logs import logger as _log
 
-_log = structlog.get_logger("statesaga")
 Reply = Event | Sequence[Event] | None
 CommandHandler = Callable[[Event, dict[str, Any]], Reply | Awaitable[Reply]]
 

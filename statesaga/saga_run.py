@@ -6,14 +6,11 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-import structlog
-
 from . import kernel
 from .context import StepContext
 from .definition import SagaStateMachine
+from .logs import logger as _log
 from .records import Kind, SagaRecord, SagaStatus, Transition, status_of
-
-_log = structlog.get_logger("statesaga")
 
 
 class SagaRun:
@@ -21,13 +18,17 @@ class SagaRun:
 
     __slots__ = ("abort", "created_at", "data", "deadline_at", "definition", "entered_at",
                  "fence", "graph", "history", "interruptible", "log", "outbox", "pending",
-                 "pos", "results", "revision", "saga_id", "state")
+                 "pos", "results", "revision", "saga_id", "state", "stored_data")
 
     def __init__(self, definition: SagaStateMachine, record: SagaRecord) -> None:
         self.definition = definition
         self.graph = definition.graph
         self.saga_id = record.saga_id
-        self.data = MappingProxyType(dict(record.data))
+        self.data: Any = MappingProxyType(dict(record.data))
+        self.stored_data = record.data  # what the store keeps (JSON), for the record
+        if definition.data_type is not None:  # typed data (statesaga.typed): ctx.data typed
+            self.data = definition.data_type.load(record.data, f"the data of saga "
+                                                  f"{record.saga_id!r}", saga_id=record.saga_id)
         self.results: dict[str, Any] = dict(record.results)
         self.history = list(record.history)
         self.revision = record.revision
@@ -64,7 +65,7 @@ class SagaRun:
         return SagaRecord(
             saga_id=self.saga_id, name=self.definition.name, version=self.definition.version,
             state=self.pos.state, status=status_of(self.pos.state, self.pending),
-            data=dict(self.data), results=dict(self.results), error=self.pos.error,
+            data=dict(self.stored_data), results=dict(self.results), error=self.pos.error,
             history=tuple(self.history), created_at=self.created_at, updated_at=updated,
             revision=self.revision, fence=self.fence,
             deadline_at=None if self.deadline_at is None else

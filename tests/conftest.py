@@ -8,6 +8,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -63,6 +64,15 @@ async def pg_schema(postgres_dsn: str) -> AsyncIterator[str]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     yield schema
     await drop_postgres_schema(postgres_dsn, schema)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh durable store of each kind (SQLite durability=normal)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sagas.db'}?durability=normal"
+    dsn = request.getfixturevalue("postgres_dsn")
+    return f"{dsn}?schema={request.getfixturevalue('pg_schema')}"
 
 
 @pytest.fixture

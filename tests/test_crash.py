@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 from ledger import new_ledger, open_ledger, violations
 
 from statesaga import SagaRecord
@@ -27,14 +26,6 @@ from statesaga.stores.urls import open_store
 CHILD = Path(__file__).with_name("crash_child.py")
 KILLED = -signal.SIGKILL
 PARALLEL = 4  # children at once (each one is mostly waiting for its database)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'sagas.db'}?durability=normal"
-    dsn = request.getfixturevalue("postgres_dsn")
-    return f"{dsn}?schema={request.getfixturevalue('pg_schema')}"
 
 
 async def child(url: str, mode: str, sagas: Sequence[tuple[str, dict[str, Any]]] = (),

@@ -26,15 +26,20 @@ FORMATS = ("dot", "pdf", "png", "svg")
 """What `render` draws to, by the path's suffix."""
 
 
-def to_dot(machine: SagaStateMachine, record: SagaRecord | None = None) -> str:
-    """The machine as graphviz DOT source; with `record`, that saga's path and state on it."""
+def to_dot(machine: SagaStateMachine, record: SagaRecord | None = None, *,
+           legend: bool = True) -> str:
+    """The machine as graphviz DOT source; with `record`, that saga's path and state on it.
+
+    `legend=False` leaves out the small table that explains the line styles.
+    """
     from .dot import digraph
 
-    return digraph(machine, record).source  # type: ignore[no-any-return]
+    return digraph(machine, record, legend).source  # type: ignore[no-any-return]
 
 
 def render(
-    machine: SagaStateMachine, path: str | Path, record: SagaRecord | None = None
+    machine: SagaStateMachine, path: str | Path, record: SagaRecord | None = None, *,
+    legend: bool = True,
 ) -> Path:
     """Draw the machine (and `record`) to `path`, in the format of its suffix; return the path."""
     path = Path(path)
@@ -45,7 +50,7 @@ def render(
     if not path.parent.is_dir():
         raise SagaError(f"cannot draw to {str(path)!r}: the folder {str(path.parent)!r} "
                         "does not exist; create it first")
-    source = to_dot(machine, record)
+    source = to_dot(machine, record, legend=legend)
     if fmt == "dot":
         path.write_text(source, encoding="utf-8")
     else:

@@ -2,6 +2,8 @@
 
 `compensated` tops the compensation column, where the walk back ends; `completed` ends
 the forward column; `failed` hangs off a rail that every compensation state is tied to.
+Edges are labelled with the machine's own events only: statesaga's (succeed, fail,
+timeout, abort, retry) are told by line style, and named once in the legend.
 """
 
 from __future__ import annotations
@@ -11,7 +13,18 @@ import itertools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..graph import FAILURE, FORWARD, MIRROR, RESUME, STUCK, UNKNOWN, Graph, mirror
+from ..graph import (
+    FAILURE,
+    FORWARD,
+    MIRROR,
+    RESERVED_EVENTS,
+    RESUME,
+    STUCK,
+    SUCCEED,
+    UNKNOWN,
+    Graph,
+    mirror,
+)
 from ..records import COMPENSATED, COMPLETED, FAILED
 from .model import START, Key, Trace, column, drawn_states, edges, policy, short
 
@@ -34,18 +47,19 @@ STYLES: dict[str, dict[str, str]] = {
     STUCK: {"style": "dashed", "color": GREY, "arrowhead": "tee"},
     RESUME: {"style": "dashed", "color": GREY, "dir": "back", "arrowtail": "empty"},
 }
+BUILT_IN = RESERVED_EVENTS | {SUCCEED}  # events the legend names: never an edge label
 LEGEND = (
-    (FORWARD, "step done"),
-    (FAILURE, "step failed: undo the steps before"),
-    (UNKNOWN, "outcome unknown: undo the step too"),
-    (MIRROR, "undone: walk back"),
-    (STUCK, "compensation gave up: stuck"),
-    (RESUME, "a person retries it"),
+    (FORWARD, "step done (succeed)"),
+    (FAILURE, "step failed: undo the steps before (fail)"),
+    (UNKNOWN, "outcome unknown: undo the step too (timeout, abort)"),
+    (MIRROR, "undone: walk back (succeed)"),
+    (STUCK, "compensation gave up: stuck (fail)"),
+    (RESUME, "a person retries it (retry)"),
 )
 FILLS = {COMPLETED: "#dff0d8", COMPENSATED: "#dce7f5", FAILED: "#f6dcdc"}
 
 
-def digraph(machine: SagaStateMachine, record: SagaRecord | None) -> Any:
+def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool = True) -> Any:
     """The `graphviz.Digraph` of the machine, with `record`'s saga drawn on it."""
     import graphviz
 
@@ -75,19 +89,24 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None) -> Any:
     # The layout: the start beside `compensated`, each compensation level with its step.
     _same_rank(g, [START_NODE, COMPENSATED])
     for state in order[1:-1]:
-        if graph.compensable(state):  # with room between the columns for "timeout / abort"
+        if graph.compensable(state):  # with room between the columns for failure labels
             _same_rank(g, [state, mirror(state), _rail(mirror(state))], gap="2")
     _same_rank(g, [COMPLETED, FAILED] if comps else [COMPLETED])
     drawn = {(a, b) for a, b, kind, _ in edges(graph) if kind == FORWARD}
     for a, b in itertools.pairwise(order[1:]):
         if (a, b) not in drawn:  # branches: the column keeps its order all the same
             g.edge(a, b, style="invis", weight="10")
-    _edge(g, ("", graph.initial, START), ["start"], trace, weight="10")
-    for source, dest, kind, events in edges(graph):
+    _edge(g, [("", graph.initial, START)], ["start"], trace, weight="10")
+    drawn_edges = edges(graph)
+    fails = {(s, d) for s, d, kind, _ in drawn_edges if kind == FAILURE}
+    for source, dest, kind, events in drawn_edges:
+        if kind == UNKNOWN and (source, dest) in fails:
+            continue  # nothing of its own to undo: an unknown outcome walks back as a failure
         rank = {"constraint": "false"} if kind in (FAILURE, UNKNOWN) else {"weight": "10"}
         if kind == FORWARD and order.index(dest) != order.index(source) + 1:
             rank = {"weight": "1"}  # a branch skipping states: let the column stay straight
-        _edge(g, (source, dest, kind), events, trace, **rank)
+        keys = [(source, dest, kind)] + ([(source, dest, UNKNOWN)] if kind == FAILURE else [])
+        _edge(g, keys, events, trace, **rank)
     # The stuck rail: a stub from each compensation, then down into `failed`.
     for i, m in enumerate(comps):
         _rail_edge(g, m, _rail(m), trace, {m}, **STYLES[RESUME])
@@ -96,8 +115,9 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None) -> Any:
                        dir="none", weight="10")
     if comps:
         _rail_edge(g, _rail(comps[-1]), FAILED, trace, set(comps), **STYLES[STUCK],
-                   xlabel="fail ", fontcolor=GREY, weight="10")
-    _legend(g, trace, below=len(order) <= 10)
+                   weight="10")
+    if legend:
+        _legend(g, trace, below=len(order) <= 10)
     return g
 
 
@@ -130,16 +150,24 @@ def _node(graph: Graph, state: str, trace: Trace | None) -> dict[str, str]:
     return attrs
 
 
-def _edge(g: Any, key: Key, events: Iterable[str], trace: Trace | None, **rank: str) -> None:
-    source, dest, kind = key
-    # An edge's label is a node of the layout; between two compensation states it makes
-    # the failure edges crossing that gap loop around it. Those are placed after routing.
-    where = "label" if kind in (START, FORWARD) else "xlabel"
-    attrs = {**STYLES[kind], where: " / ".join(events), "class": kind, **rank}
+def _edge(g: Any, keys: Sequence[Key], events: Iterable[str], trace: Trace | None,
+          **rank: str) -> None:
+    """One drawn edge, standing for the transitions of `keys` (the first one's kind)."""
+    source, dest, kind = keys[0]
+    attrs = {**STYLES[kind], "class": kind, **rank}
+    own = [e for e in events if e not in BUILT_IN]
+    if own:  # a label on a forward edge is a node of the layout, so it gets room; the
+        # edges crossing to the mirror column are labelled after routing (xlabel)
+        text = " / ".join(own)
+        if kind in (START, FORWARD):
+            attrs["label"] = text
+        else:  # on a white ground, so that no line crossing it strikes it through
+            attrs["xlabel"] = (f'<<TABLE BORDER="0" CELLPADDING="1" BGCOLOR="white"><TR><TD>'
+                               f"{html.escape(text)}</TD></TR></TABLE>>")
     if trace is not None:
-        if key in trace.would:
+        if trace.would.intersection(keys):
             _highlight(attrs)
-        if key in trace.taken:
+        if trace.taken.intersection(keys):
             _taken(attrs)
     g.edge(source or START_NODE, dest, **attrs)
 
@@ -186,27 +214,33 @@ def _same_rank(g: Any, nodes: Sequence[str], gap: str | None = None) -> None:
 
 
 def _legend(g: Any, trace: Trace | None, below: bool) -> None:
-    """Line styles explained, two to a row, in a box under the drawing or (tall) beside it."""
+    """Line styles explained in one small table, under the drawing or (tall) beside it."""
     rows: list[tuple[dict[str, str], str]] = [(STYLES[k], text) for k, text in LEGEND]
     if trace is not None:
         rows.append(({"penwidth": TAKEN_WIDTH}, "taken by this saga"))
         if trace.would or trace.rails_would:
             rows.append(({"style": "dashed", "color": HIGHLIGHT}, trace.would_text()))
-    with g.subgraph(name="cluster_legend") as legend:
-        legend.attr(label="legend", fontsize="10", style="rounded", color="#aaaaaa")
-        for i, (_, text) in enumerate(rows):
-            legend.node(f"~legend{i}", label="", shape="point", width="0.01", color="white")
-            legend.node(f"~legend{i}~", label=text, shape="plaintext", fontsize="9",
-                        height="0.2")
-        for i in range(0, len(rows), 2):
-            with legend.subgraph() as row:
-                row.attr(rank="same")
-                for j, (style, _) in enumerate(rows[i: i + 2]):
-                    if j:
-                        row.edge(f"~legend{i}~", f"~legend{i + 1}", style="invis")
-                    row.edge(f"~legend{i + j}", f"~legend{i + j}~",
-                             **{k: v for k, v in style.items() if k != "fontcolor"})
-            if i:
-                legend.edge(f"~legend{i - 2}", f"~legend{i}", style="invis")
-    if below:  # the edge is outside the box, or it would pull `completed` into it
-        g.edge(COMPLETED, "~legend0", style="invis")
+    cells = [f"<TD>{_sample(style)}</TD><TD ALIGN=\"LEFT\">{html.escape(text)}</TD>"
+             for style, text in rows]
+    lines = "".join(f"<TR>{''.join(cells[i:i + 2])}</TR>" for i in range(0, len(cells), 2))
+    g.node("~legend", shape="plaintext", fontsize="9", tooltip="legend", label=(
+        '<<TABLE BORDER="1" STYLE="rounded" COLOR="#aaaaaa" CELLBORDER="0" CELLSPACING="0" '
+        f'CELLPADDING="2">{lines}</TABLE>>'))
+    if below:  # beneath the steps' column
+        g.edge(COMPLETED, "~legend", style="invis")
+
+
+def _sample(style: dict[str, str]) -> str:
+    """A short line drawn as a table cell's border: solid, dashed, dotted, double, or bold."""
+    colour = style.get("color", "black").split(":")[0]
+    dash = style.get("style", "solid")
+    look = f'COLOR="{colour}"' + (f' STYLE="{dash}"' if dash in ("dashed", "dotted") else "")
+    width = style.get("penwidth", "1")
+    line = (f'<TD WIDTH="30" HEIGHT="4" FIXEDSIZE="TRUE" SIDES="TB" BORDER="1" {look}></TD>'
+            if ":invis:" in style.get("color", "") else
+            f'<TD WIDTH="30" HEIGHT="{2 * int(width) + 3}" FIXEDSIZE="TRUE" SIDES="B" '
+            f'BORDER="{width}" {look}></TD>')
+    end = (f'<TD WIDTH="2" HEIGHT="9" FIXEDSIZE="TRUE" SIDES="R" BORDER="1" {look}></TD>'
+           if style.get("arrowhead") == "tee" else "")
+    return (f'<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>{line}{end}</TR>'
+            "</TABLE>")

@@ -11,7 +11,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 from ..exceptions import SagaError
-from ..graph import FAILURE, FORWARD, MIRROR, RESUME, SELF, STUCK, UNKNOWN, Graph, mirror
+from ..graph import FAILURE, FORWARD, MIRROR, RESUME, SELF, STUCK, SUCCEED, UNKNOWN, Graph, mirror
 from ..records import COMPENSATED, COMPLETED, FAILED, MIRROR_PREFIX
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ def edges(graph: Graph) -> list[tuple[str, str, str, list[str]]]:
     groups: dict[Key, list[str]] = {}
     for t in graph.transitions:
         if t.kind not in (SELF, STUCK, RESUME):
-            groups.setdefault((t.source, t.dest, t.kind), []).append(t.event)
+            # a confirmed compensation walks back on its reply: its label says which
+            event = SUCCEED if t.kind == MIRROR else t.event
+            groups.setdefault((t.source, t.dest, t.kind), []).append(event)
     return [(s, d, k, events) for (s, d, k), events in groups.items()]
 
 
@@ -53,13 +55,15 @@ def column(graph: Graph) -> list[str]:
         if t.kind == FORWARD and t.dest in preds:
             preds[t.dest].add(t.source)
     out: list[str] = []
-    while len(out) < len(graph.forward):  # the forward graph is acyclic: one is always ready
-        out.append(next(s for s in graph.forward if s not in out and preds[s] <= set(out)))
+    while len(out) < len(graph.forward):  # in a loop none is ready: take the first left
+        left = [s for s in graph.forward if s not in out]
+        out.append(next((s for s in left if preds[s] <= set(out)), left[0]))
     return out
 
 
 def policy(graph: Graph, state: str) -> list[str]:
-    """How `state` tries its callable, e.g. ['3 attempts', 'timeout 5s'] (defaults unsaid)."""
+    """How `state` tries its callable, e.g. ['up to 3 tries', 'timeout 5s'] (a policy, not a
+    count of what happened: that is `Trace.notes`); a single try goes unsaid."""
     if state in graph.defs:
         spec = graph.defs[state].step
         if spec.action is None:
@@ -70,7 +74,9 @@ def policy(graph: Graph, state: str) -> list[str]:
         attempts = spec.compensation_retry.attempts
     else:
         return []
-    notes = [f"{attempts} attempts"] if attempts > 1 else []
+    notes = [f"up to {attempts} tries"] if attempts > 1 else []
+    if state in graph.replies:
+        notes.append(f"awaits {graph.replies[state][0]}")
     return notes + ([f"timeout {spec.timeout:g}s"] if spec.timeout is not None else [])
 
 

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any, NoReturn, Protocol
 
 import attrs
-import structlog
 
 from ..codec import from_json
 from ..exceptions import (
@@ -25,10 +24,9 @@ from ..exceptions import (
     SagaNotFound,
     StoreError,
 )
+from ..logs import logger as _log
 from ..records import SagaRecord, SagaStatus, Transition
 from .base import Commit, message_json
-
-_log = structlog.get_logger("statesaga")
 
 UNFINISHED = "status IN ('pending', 'running', 'compensating')"
 # A waiting saga is claimable only once its `wake_at` has come ($1: now).

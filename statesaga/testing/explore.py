@@ -77,10 +77,11 @@ def _reopener(store: SagaStore) -> Callable[[], SagaStore] | None:
 
 
 class _Explorer:
-    def __init__(self, machine: SagaStateMachine, data: Mapping[str, Any] | None,
+    def __init__(self, machine: SagaStateMachine, data: Any,
                  store: SagaStore, setup: Callable[[], Any] | None,
                  snapshot: Callable[[], Any] | None) -> None:
-        self.machine, self.data, self.store = machine, dict(data or {}), store
+        self.machine, self.store = machine, store
+        self.data = dict(data) if isinstance(data, Mapping) else data  # or typed data
         self.setup, self.snapshot = setup, snapshot
         self.injector = Injector(machine)
         self.clock = FakeClock()
@@ -229,7 +230,7 @@ def _diff(expected: str | None, actual: str | None) -> str:
 
 async def explore_failures(
     machine: SagaStateMachine,
-    data: Mapping[str, Any] | None = None,
+    data: Any = None,
     *,
     store: SagaStore | None = None,
     crashes: bool = True,

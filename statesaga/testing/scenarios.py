@@ -80,7 +80,7 @@ class Injector:
 
     def _copy(self) -> SagaStateMachine:
         m = self.machine
-        copy = SagaStateMachine(m.name, deadline=m.deadline)
+        copy = SagaStateMachine(m.name, deadline=m.deadline, data=m.data_type)
         for d in m._defs:
             spec = d.step
             copy._defs.append(StateDef(
