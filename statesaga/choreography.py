@@ -42,7 +42,7 @@ def command(event_type: str,
     stuck in `failed`, never `compensated`.
     """
     def publish(ctx: StepContext) -> None:
-        body = dict(payload(ctx)) if payload is not None else dict(ctx.data)
+        body = dict(payload(ctx)) if payload is not None else _as_dict(ctx.data)
         ctx.publish(Event(event_type, body, correlation_id=ctx.saga_id))
 
     publish.emits = event_type  # type: ignore[attr-defined]
@@ -50,6 +50,15 @@ def command(event_type: str,
     publish.failed_by = failed_by  # type: ignore[attr-defined]
     publish.__qualname__ = f"command.{event_type}"
     return publish
+
+
+def _as_dict(data: Any) -> dict[str, Any]:
+    """The saga's data as the JSON object a command carries (typed data unstructured)."""
+    if isinstance(data, Mapping):
+        return dict(data)
+    from .typed import CONVERTER
+
+    return dict(CONVERTER.unstructure(data))
 
 
 def waits_for(machine: SagaStateMachine) -> set[str]:

@@ -260,3 +260,20 @@ async def test_retrying_a_stuck_choreography_sends_the_compensating_command_agai
     record = await h.orch.get("c11")
     assert "compensated" == record.state
     assert ["BookFlight", "BookHotel", "CancelFlight", "CancelFlight"] == h.commands("c11")
+
+
+async def test_a_command_carries_typed_saga_data_as_json() -> None:
+    import attrs as _attrs
+
+    @_attrs.frozen
+    class Trip:
+        flight: str
+        nights: int
+
+    m = SagaStateMachine("typed_trip", data=Trip)
+    m.add_state("booking", on_enter=command("BookFlight"))
+    m.add_transition("booking", "completed", "FlightBooked")
+    store = InMemoryStore()
+    await Orchestrator(store=store).run(m, Trip("LH1", 2), saga_id="t1")
+    ((_, text),) = await store.pending_messages()
+    assert {"flight": "LH1", "nights": 2} == Event.from_json(text).payload
