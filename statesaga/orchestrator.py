@@ -33,6 +33,7 @@ from .records import TERMINALS, SagaRecord, SagaStatus, Transition
 from .saga_run import SagaRun
 from .stores.base import SagaStore
 from .stores.memory import InMemoryStore
+from .stores.reads import SagaPage, SagaQuery, SagaSummary, list_summaries, reader
 
 _log = structlog.get_logger("statesaga")
 PARKED = 10_000  # waiting sagas kept in memory; the rest are loaded when their event comes
@@ -43,7 +44,7 @@ class RecoveryReport:
     """What `recover()` did: the sagas it finished, and those it had to leave alone."""
 
     recovered: tuple[SagaRecord, ...] = ()
-    unregistered: tuple[str, ...] = ()
+    unregistered: tuple[str, ...] = ()  # one line per definition (name, version), with a count
 
     def __len__(self) -> int:
         return len(self.recovered)
@@ -306,9 +307,15 @@ class Orchestrator:
     async def list(
         self, *, status: SagaStatus | None = None, name: str | None = None,
         limit: int | None = None,
-    ) -> builtins.list[SagaRecord]:
-        """Sagas, newest first, filtered by status and definition name."""
-        return await self.store.list(status=status, name=name, limit=limit)
+    ) -> builtins.list[SagaSummary]:
+        """Sagas, newest first, filtered by status and definition name: summaries, never
+        their history (`get` loads one saga whole; `query` pages with every filter)."""
+        return await list_summaries(reader(self.store), SagaQuery(status=status, name=name),
+                                    limit)
+
+    async def query(self, query: SagaQuery) -> SagaPage:
+        """One page of sagas matching `query`, newest first; `page.next` continues it."""
+        return await reader(self.store).query_sagas(query)
 
     # -- many sagas ----------------------------------------------------------------------
 
@@ -336,13 +343,13 @@ class Orchestrator:
                 break
             await asyncio.gather(*(one(rec) for rec in claimed))
         unregistered = []
-        for status in (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING):
-            for rec in await self.store.list(status=status):
-                if (rec.name, rec.version) not in self._definitions:
-                    known = [v for (n, v) in self._definitions if n == rec.name]
-                    unregistered.append(
-                        f"{rec.saga_id}: {rec.name} version {rec.version} is not registered "
-                        f"(registered: {', '.join(known) or 'none'})")
+        for found in await reader(self.store).count_by_definition():  # never one per saga
+            if (found.name, found.version) not in self._definitions:
+                known = [v for (n, v) in self._definitions if n == found.name]
+                unregistered.append(
+                    f"{found.count} unfinished saga(s) of {found.name} version "
+                    f"{found.version}, which is not registered (registered: "
+                    f"{', '.join(known) or 'none'})")
         for line in unregistered:
             _log.warning("saga.unregistered_version", detail=line)
         return RecoveryReport(tuple(recovered), tuple(unregistered))

@@ -8,14 +8,14 @@ import contextlib
 import inspect
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from ..codec import to_json
 from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
-from . import _sql
+from . import _reads_sql, _sql
 from ._group import GroupCommit, Outcome
 from ._pg_conn import BY_KEY, Borrowed
 from ._pg_sql import (
@@ -30,6 +30,15 @@ from ._pg_sql import (
     create_sql,
 )
 from .base import Commit, OutboxSignal
+from .reads import (
+    UNFINISHED,
+    DefinitionCount,
+    OutboxStats,
+    SagaPage,
+    SagaQuery,
+    SagaSummary,
+    all_statuses,
+)
 from .urls import redact
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -78,10 +87,12 @@ class PostgresStore:
             "each": "jsonb_array_elements_text",
             "numbers": "SELECT value::bigint FROM jsonb_array_elements_text",
             "pairs": "SELECT value ->> 0, value ->> 1 FROM jsonb_array_elements",
-            "sagas_with": " WITH (fillfactor = 70)"})  # room for HOT updates
+            "sagas_with": " WITH (fillfactor = 70)",  # room for HOT updates
+            "pg": "", "sqlite": "SELECT 1 -- "})  # one database's statements (`_sql.MIGRATIONS`)
         self._q = {name: self._d(getattr(_sql, name)) for name in (
             "SELECT_SAGA", "SELECT_REVISION", "SELECT_HISTORY", "SELECT_HISTORIES", "RENEW",
             "RELEASE", "REQUEST_ABORT", "PENDING_MESSAGES", "MARK_SENT", "PARTICIPANT_STATE")}
+        self._reads = _reads_sql.statements(self._d)
         self._apply = self._d(APPLY)
         self._create = {(many, outbox): self._d(create_sql(many, outbox))
                         for many in (False, True) for outbox in (False, True)}
@@ -215,6 +226,46 @@ class PostgresStore:
             rows = await conn.fetch(sql, *params)
             history = await self._histories(conn, rows)
         return _sql.decode_all(rows, history, _ts, self.url)
+
+    # -- the read side (`reads.SagaReader`): no transitions, no data ------------------------
+
+    async def query_sagas(self, query: SagaQuery) -> SagaPage:
+        sql, params = _reads_sql.listing(self._d, query, _ts)
+        async with self._connection() as conn:
+            rows = await conn.fetch(sql, *params)
+        return SagaPage(*_reads_sql.page(rows, query, _ts))
+
+    async def saga_summary(self, saga_id: str) -> SagaSummary:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._reads["SELECT_SUMMARY"], saga_id)
+        if row is None:
+            raise SagaNotFound(saga_id, self.url)
+        return _reads_sql.summary(row, _ts)
+
+    async def count_by_status(self) -> dict[SagaStatus, int]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._reads["COUNT_BY_STATUS"])
+        return all_statuses({row["status"]: row["n"] for row in rows})
+
+    async def count_by_definition(
+        self, statuses: Collection[SagaStatus] = UNFINISHED,
+    ) -> builtins.list[DefinitionCount]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._reads["COUNT_BY_DEFINITION"],
+                                    _reads_sql.statuses_json(statuses))
+        return _reads_sql.definitions(rows)
+
+    async def leased(self, *, now: float | None = None, limit: int = 500
+                     ) -> builtins.list[SagaSummary]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._reads["LEASED"], limit,
+                                    float("-inf") if now is None else now)
+        return [_reads_sql.summary(row, _ts) for row in rows]
+
+    async def outbox_stats(self) -> OutboxStats:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._reads["OUTBOX_STATS"])
+        return _reads_sql.outbox(row, _ts)
 
     async def claim(
         self, owner: str, *, now: float, lease: float, limit: int,

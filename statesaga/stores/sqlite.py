@@ -9,16 +9,25 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ..codec import to_json
 from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
-from . import _sql
+from . import _reads_sql, _sql
 from ._group import GroupCommit, Outcome
 from .base import Commit, OutboxSignal
+from .reads import (
+    UNFINISHED,
+    DefinitionCount,
+    OutboxStats,
+    SagaPage,
+    SagaQuery,
+    SagaSummary,
+    all_statuses,
+)
 
 T = TypeVar("T")
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
@@ -28,7 +37,9 @@ _SQLITE = _sql.Dialect(numbered="?", fill={
     "numbers": "SELECT value FROM json_each",
     "clustered": " WITHOUT ROWID", "sagas_with": "",
     "pairs": "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each",
+    "pg": "SELECT 1 -- ", "sqlite": "",  # one database's statements (`_sql.MIGRATIONS`)
 })
+_R = _reads_sql.statements(_SQLITE)
 _Q = {name: _SQLITE(getattr(_sql, name)) for name in (
     "INSERT_SAGA", "UPDATE_SAGA", "INSERT_TRANSITION", "INSERT_MESSAGE", "SELECT_SAGA",
     "SELECT_REVISION", "SELECT_HISTORY", "SELECT_HISTORIES", "CLAIM", "RENEW", "RELEASE",
@@ -143,6 +154,46 @@ class SQLiteStore:
             return _sql.decode_all(rows, _histories(conn, rows), _from_ts, self.url)
 
         return await self._run(read, "BEGIN")
+
+    # -- the read side (`reads.SagaReader`): no transitions, no data ------------------------
+
+    async def query_sagas(self, query: SagaQuery) -> SagaPage:
+        sql, params = _reads_sql.listing(_SQLITE, query, _ts)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return SagaPage(*_reads_sql.page(rows, query, _from_ts))
+
+    async def saga_summary(self, saga_id: str) -> SagaSummary:
+        row = await self._read(lambda conn: conn.execute(_R["SELECT_SUMMARY"],
+                                                         (saga_id,)).fetchone())
+        if row is None:
+            raise SagaNotFound(saga_id, self.url)
+        return _reads_sql.summary(row, _from_ts)
+
+    async def count_by_status(self) -> dict[SagaStatus, int]:
+        rows = await self._read(lambda conn: conn.execute(_R["COUNT_BY_STATUS"]).fetchall())
+        return all_statuses({row["status"]: row["n"] for row in rows})
+
+    async def count_by_definition(
+        self, statuses: Collection[SagaStatus] = UNFINISHED,
+    ) -> builtins.list[DefinitionCount]:
+        args = (_reads_sql.statuses_json(statuses),)
+        rows = await self._read(lambda conn: conn.execute(_R["COUNT_BY_DEFINITION"],
+                                                          args).fetchall())
+        return _reads_sql.definitions(rows)
+
+    async def leased(self, *, now: float | None = None, limit: int = 500
+                     ) -> builtins.list[SagaSummary]:
+        args = (limit, float("-inf") if now is None else now)
+        rows = await self._read(lambda conn: conn.execute(_R["LEASED"], args).fetchall())
+        return [_reads_sql.summary(row, _from_ts) for row in rows]
+
+    async def outbox_stats(self) -> OutboxStats:
+        row = await self._read(lambda conn: conn.execute(_R["OUTBOX_STATS"]).fetchone())
+        return _reads_sql.outbox(row, _from_ts)
+
+    async def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """One read statement, its own transaction."""
+        return await self._run(body, None)
 
     async def claim(
         self, owner: str, *, now: float, lease: float, limit: int,
