@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from . import telemetry
 from .context import StepContext
 from .definition import SagaStateMachine
 from .events import Event, EventBus
@@ -67,6 +68,11 @@ async def deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
     An event with no transition from the saga's state is recorded as ignored. An event
     that cannot reach a saga raises `UndeliverableEvent` (the bus dead-letters it).
     """
+    with telemetry.consume(event, f"event {event.type}"):  # telemetry: the sender's trace
+        return await _deliver(orch, event)
+
+
+async def _deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
     if not event.correlation_id:
         raise UndeliverableEvent(
             f"event {event.type!r} (message {event.message_id}) has no correlation_id: "

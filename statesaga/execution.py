@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from . import telemetry
 from .clock import Clock
 from .codec import to_json
 from .context import StepContext
@@ -130,7 +131,10 @@ class Runner:
             run.outbox = []  # what this attempt publishes leaves only if it succeeds
             ctx = StepContext(run.saga_id, spec.name, run.data, run.results, attempt=attempt,
                               name=run.definition.name, outbox=run.outbox)
-            out = await self._attempt_once(run, spec.action, ctx, timeout)
+            with telemetry.attempt_span(False, run.definition.name, run.saga_id, spec.name,
+                                        attempt) as span:  # telemetry
+                out = await self._attempt_once(run, spec.action, ctx, timeout)
+                span.outcome(telemetry.outcome_of(out.exc, out.unknown))
             if out.exc is None:
                 try:
                     result_json = to_json(out.result, f"the result of step {spec.name!r}",
@@ -188,8 +192,11 @@ class Runner:
                               result=run.results.get(spec.name), name=run.definition.name,
                               outbox=run.outbox)
             timeout = spec.timeout if spec.action is not None else None
-            out = await self._attempt_once(run, spec.compensation, ctx, timeout,
-                                           abortable=False)
+            with telemetry.attempt_span(True, run.definition.name, run.saga_id, spec.name,
+                                        attempt) as span:  # telemetry
+                out = await self._attempt_once(run, spec.compensation, ctx, timeout,
+                                               abortable=False)
+                span.outcome(telemetry.outcome_of(out.exc, out.unknown))
             if out.exc is None:
                 await self.fire(run, SUCCEED, step=spec.name, attempt=attempt,
                                 duration=out.duration)
@@ -302,6 +309,8 @@ class Runner:
             wake_at=self.due(run) if not done else None)
         run.outbox = []
         abort = await self.store.commit(commit)
+        if done:
+            telemetry.saga_ended(run.definition.name, dest)  # telemetry
         if abort is not None and run.abort is None and not done:
             run.abort = abort
         run.log.info("saga.transition", source=source, dest=dest, trigger=event, step=step,

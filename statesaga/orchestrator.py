@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import structlog
 
+from . import telemetry
 from .clock import Clock, SystemClock
 from .codec import check_id, to_json
 from .definition import SagaStateMachine
@@ -84,6 +85,7 @@ class Orchestrator:
         self._runner = Runner(self.store, self.clock, self.owner, lease)
         for machine in sagas:
             self.register(machine)
+        telemetry.track_parked(self)  # telemetry: the parked-sagas gauge
 
     # -- definitions -------------------------------------------------------------------
 
@@ -118,12 +120,14 @@ class Orchestrator:
         `saga_id` is the idempotency key: a saga that exists already is never run twice;
         its record is returned (finished) or it is resumed (unfinished).
         """
-        record, created = await self._create(machine, data, saga_id, pending=False)
-        if created:
-            return await self._drive(SagaRun(machine, record))
-        if record.is_terminal:
-            return record
-        return await self.resume(record.saga_id)
+        with telemetry.saga_span(machine.name, saga_id) as span:  # telemetry
+            record, created = await self._create(machine, data, saga_id, pending=False)
+            telemetry.named(span, record.saga_id)
+            if created:
+                return await self._drive(SagaRun(machine, record))
+            if record.is_terminal:
+                return record
+            return await self.resume(record.saga_id)
 
     async def start(
         self, machine: SagaStateMachine, data: Mapping[str, Any] | None = None, *,
@@ -173,6 +177,7 @@ class Orchestrator:
                     "a saga id is an idempotency key, so use a new id for a new saga",
                     saga_id=saga_id, state=existing.state) from None
             return existing, False
+        telemetry.saga_started(machine.name)  # telemetry
         return record, True
 
     async def _enter_initial(self, machine: SagaStateMachine, record: SagaRecord) -> list[Any]:
@@ -217,7 +222,8 @@ class Orchestrator:
             self._tasks[run.saga_id] = task
         self._ensure_heartbeat()
         try:
-            await self._runner.drive(run, resumed=resumed)
+            with telemetry.saga_span(run.definition.name, run.saga_id):  # telemetry
+                await self._runner.drive(run, resumed=resumed)
             if run.state in TERMINALS:
                 pass
             elif Runner._waits(run.definition.graph, run.state):

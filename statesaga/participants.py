@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import structlog
 
+from . import telemetry
 from .events import Event, EventBus
 from .exceptions import UndeliverableEvent
 
@@ -48,6 +49,10 @@ class Participant:
         if not command.correlation_id:
             raise UndeliverableEvent(f"command {command.type!r} (message {command.message_id}) "
                                      "has no correlation_id")
+        with telemetry.consume(command, f"handle {command.type}"):  # telemetry
+            return await self._handle(command)
+
+    async def _handle(self, command: Event) -> bool:
         func, _ = self.handlers[command.type]
         key = command.correlation_id
         state = await self.store.participant_state(self.name, key) or {}

@@ -602,7 +602,8 @@ async def test_a_store_with_a_newer_schema_refuses_to_open_and_writes_nothing(
     await durable.sql("UPDATE schema_version SET version = 99")
 
     newer = durable.store()
-    with pytest.raises(StoreError, match=rf"schema version 99.*version {SCHEMA_VERSION} at most.*upgrade"):
+    with pytest.raises(StoreError,
+                       match=rf"schema version 99.*version {SCHEMA_VERSION} at most.*upgrade"):
         await newer.load("s1")
     with pytest.raises(StoreError, match="schema version 99"):
         await create(newer, saga("s2"))
