@@ -46,8 +46,10 @@ class Problem(Exception):
 
 
 def wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or ("application/json" in request.headers.get(
-        "accept", "") and "text/html" not in request.headers.get("accept", ""))
+    """JSON for /api/, for a bearer token (a program), or when asked for it alone."""
+    accept = request.headers.get("accept", "")
+    return (request.url.path.startswith("/api/") or "authorization" in request.headers
+            or ("application/json" in accept and "text/html" not in accept))
 
 
 def problem_response(request: Request, exc: Problem, read_only: bool) -> Response:
@@ -232,7 +234,7 @@ class Views:
             raise
         except SagaError as exc:
             raise Problem(409, str(exc)) from exc
-        if wants_json(request) or "authorization" in request.headers:
+        if wants_json(request):
             summary = await self.console.reads.saga_summary(saga_id)
             return JSONResponse(self.console.saga_json(record, summary) | {"done": done})
         return RedirectResponse(html.saga_url(saga_id, f"?done={done}"), 303)
