@@ -183,8 +183,9 @@ class Views:
 
         shell = command_line(self.console.store.url, False, [], record.name, record.version,
                              "retry", saga_id, "--reason", "what was fixed")
-        if self.console.machine(record) is not None:
-            shell = shell.replace(" --saga MODULE:ATTR", " --saga <its MODULE:ATTR>")
+        if self.console.machine(record) is not None:  # the shell may know it on its own
+            shell = shell.replace(" --saga MODULE:ATTR", "") + " (with --saga MODULE:ATTR if " \
+                "its definition is neither built in, in $STATESAGA_SAGAS nor an entry point)"
         advice = (f"{html.e(record.error or '')}<br>Fix what makes the compensation fail, "
                   "then retry it here with a reason" + (" (start the console with a token "
                                                         "to allow it)" if
