@@ -121,7 +121,8 @@ def test_an_operator_finds_a_stuck_saga_and_retries_it(console: str) -> None:
             text = page.inner_text("main")
             assert "Retried" in text
             assert "hotel API fixed (INC-7)" in text  # the reason, in the timeline
-            assert "compensated" in text and "Stuck." not in text
+            assert "compensated" in text
+            assert "Stuck." not in text
             assert "undone" in page.inner_text("table >> nth=1")
         finally:
             browser.close()
