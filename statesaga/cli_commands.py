@@ -265,6 +265,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     found = find_sagas(args.saga)
     store = open_existing(args.store)
+    asyncio.run(_with(store, reader(store).count_by_status()))  # reachable? say so now
     console = app(store, sagas=[f.machine for f in found], token=args.token)
     mode = "actions allowed with the token" if args.token else "read-only (no --token)"
     print(f"statesaga console on http://{args.host}:{args.port}/ for {store.url}: {mode}",
