@@ -107,6 +107,9 @@ async def test_counts_per_status_and_unfinished_per_definition(saga_store: SagaS
     counts = await reader(saga_store).count_by_status()
     assert {SagaStatus.PENDING: 1, SagaStatus.RUNNING: 3, SagaStatus.COMPENSATING: 1,
             SagaStatus.COMPLETED: 1, SagaStatus.COMPENSATED: 1, SagaStatus.FAILED: 2} == counts
+    capped = await reader(saga_store).count_by_status(cap=1)  # more than 1: reported as 2
+    assert {SagaStatus.PENDING: 1, SagaStatus.RUNNING: 2, SagaStatus.COMPENSATING: 1,
+            SagaStatus.COMPLETED: 1, SagaStatus.COMPENSATED: 1, SagaStatus.FAILED: 2} == capped
     assert [DefinitionCount("order", "v1", 2), DefinitionCount("order", "v2", 2),
             DefinitionCount("trip", "v1", 1)] == await reader(saga_store).count_by_definition()
     assert [DefinitionCount("order", "v1", 1), DefinitionCount("order", "v2", 1)] == \

@@ -152,8 +152,9 @@ class InMemoryStore:
                 return self._summary(n, row)
         raise SagaNotFound(saga_id, self.url)
 
-    async def count_by_status(self) -> dict[SagaStatus, int]:
-        return all_statuses(Counter(row.status.value for row in self._rows.values()))
+    async def count_by_status(self, *, cap: int | None = None) -> dict[SagaStatus, int]:
+        counts = all_statuses(Counter(row.status.value for row in self._rows.values()))
+        return counts if cap is None else {s: min(n, cap + 1) for s, n in counts.items()}
 
     async def count_by_definition(
         self, statuses: Collection[SagaStatus] = UNFINISHED,

@@ -242,9 +242,10 @@ class PostgresStore:
             raise SagaNotFound(saga_id, self.url)
         return _reads_sql.summary(row, _ts)
 
-    async def count_by_status(self) -> dict[SagaStatus, int]:
+    async def count_by_status(self, *, cap: int | None = None) -> dict[SagaStatus, int]:
         async with self._connection() as conn:
-            rows = await conn.fetch(self._reads["COUNT_BY_STATUS"])
+            rows = await (conn.fetch(self._reads["COUNT_BY_STATUS"]) if cap is None else
+                          conn.fetch(self._reads["COUNT_CAPPED"], cap + 1))
         return all_statuses({row["status"]: row["n"] for row in rows})
 
     async def count_by_definition(

@@ -148,8 +148,12 @@ class SagaReader(Protocol):
         """One saga's summary; `SagaNotFound` if there is none."""
         ...
 
-    async def count_by_status(self) -> dict[SagaStatus, int]:
-        """How many sagas are in each status (every status present, zero included)."""
+    async def count_by_status(self, *, cap: int | None = None) -> dict[SagaStatus, int]:
+        """How many sagas are in each status (every status present, zero included).
+
+        With `cap`, a status that has more than `cap` sagas counts as `cap + 1` ("more than
+        cap"): each count then reads at most cap + 1 index entries, however many there are.
+        """
         ...
 
     async def count_by_definition(

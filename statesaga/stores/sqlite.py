@@ -169,8 +169,10 @@ class SQLiteStore:
             raise SagaNotFound(saga_id, self.url)
         return _reads_sql.summary(row, _from_ts)
 
-    async def count_by_status(self) -> dict[SagaStatus, int]:
-        rows = await self._read(lambda conn: conn.execute(_R["COUNT_BY_STATUS"]).fetchall())
+    async def count_by_status(self, *, cap: int | None = None) -> dict[SagaStatus, int]:
+        sql, args = (_R["COUNT_BY_STATUS"], ()) if cap is None else (_R["COUNT_CAPPED"],
+                                                                    (cap + 1,))
+        rows = await self._read(lambda conn: conn.execute(sql, args).fetchall())
         return all_statuses({row["status"]: row["n"] for row in rows})
 
     async def count_by_definition(

@@ -122,10 +122,12 @@ def list_page(data: Mapping[str, Any], params: Mapping[str, str], *, read_only: 
     """(the whole page, its live part) for the saga list."""
     status = params.get("status", "")
     labels = {"stuck": "failed"}
+    cap = data.get("counts_cap")
     counts = "".join(
         f'<a class="{e(label)}{" on" if status == labels.get(label, label) else ""}" '
         f'href="/?{urlencode({"status": labels.get(label, label)})}">{e(label)}: '
-        f"{n:,}</a>" for label, n in data.get("counts", {}).items())
+        f'{f"{cap:,}+" if cap is not None and n > cap else f"{n:,}"}</a>'
+        for label, n in data.get("counts", {}).items())
     rows = [(f'<a class="id" href="{e(saga_url(s["saga_id"]))}">{e(cut(s["saga_id"], 60))}'
              "</a>", e(s["name"]), f'<code>{e(cut(s["version"], 14))}</code>',
              f'<span class="s-{e(s["status"])}">{e(s["status"])}</span>', e(cut(s["state"])),

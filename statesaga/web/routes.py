@@ -154,7 +154,8 @@ class Views:
         except Problem as exc:
             if wants_json(request):
                 raise
-            data = {"counts": (await self.console.listing(SagaQuery(limit=1)))["counts"]}
+            data = await self.console.listing(SagaQuery(limit=1))
+            data["sagas"], data["next"] = [], None
             whole, _ = html.list_page(data, params, read_only=self.console.read_only,
                                       error=exc.message + (" " + exc.hint if exc.hint else ""))
             return HTMLResponse(whole, 400)
