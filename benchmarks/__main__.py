@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .common import machine, quiet_logs
 
-SUITES = ["core", "explore", "stores", "choreography"]
+SUITES = ["core", "explore", "stores", "choreography", "telemetry", "web"]
 
 
 def main(argv: list[str]) -> int:
@@ -31,9 +31,31 @@ def main(argv: list[str]) -> int:
         section = asyncio.run(suite.run())
         print("\n".join(section), flush=True)
         lines += [*section, ""]
+    results = Path(__file__).with_name("RESULTS.md")
     if not argv:
-        Path(__file__).with_name("RESULTS.md").write_text("\n".join(lines))
+        results.write_text("\n".join(lines))
+    elif results.exists():  # some suites: their sections replace theirs, the rest is kept
+        results.write_text(replace_sections(results.read_text(), lines))
     return 0
+
+
+def replace_sections(old: str, new: list[str]) -> str:
+    """`old` with each `## ` section of `new` in place of the one of the same title (or
+    added at the end), and the run's heading lines from `new`."""
+    def split(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+        head: list[str] = []
+        sections: dict[str, list[str]] = {}
+        current = head
+        for line in lines:
+            if line.startswith("## "):
+                current = sections.setdefault(line, [])
+            current.append(line)
+        return head, sections
+
+    _, old_sections = split(old.splitlines())
+    head, new_sections = split(new)
+    merged = old_sections | new_sections
+    return "\n".join(head + [line for section in merged.values() for line in section]) + "\n"
 
 
 if __name__ == "__main__":

@@ -81,10 +81,22 @@ class _Instruments:
         self.observation = metrics.Observation
 
 
-@contextlib.contextmanager
-def _span(api: Any, name: str, attributes: Mapping[str, Any]) -> Iterator[Any]:
-    with api.tracer.start_as_current_span(name, attributes=dict(attributes)) as span:
-        yield span
+class _Span:
+    """A span made current until exit: the API's calls without its context-manager layers."""
+
+    __slots__ = ("api", "span", "token")
+
+    def __init__(self, api: Any, name: str, attributes: Mapping[str, Any]) -> None:
+        self.api = api
+        self.span = api.tracer.start_span(name, attributes=attributes)
+        self.token = api.context.attach(api.trace.set_span_in_context(self.span))
+
+    def end(self, exc: BaseException | None) -> None:
+        self.api.context.detach(self.token)
+        if exc is not None:
+            self.span.record_exception(exc)
+            self.span.set_status(self.api.trace.Status(self.api.trace.StatusCode.ERROR))
+        self.span.end()
 
 
 def saga_span(name: str, saga_id: str | None) -> Any:
@@ -100,15 +112,17 @@ class _SagaSpan:
         self.api, self.name, self.saga_id = api, name, saga_id
 
     def __enter__(self) -> _SagaSpan:
-        attributes = {} if self.saga_id is None else {"statesaga.saga_id": self.saga_id}
-        self.cm = _span(self.api, f"saga {self.name}", attributes | {"statesaga.saga": self.name})
-        self.span = self.cm.__enter__()
+        attributes = {"statesaga.saga": self.name}
+        if self.saga_id is not None:
+            attributes["statesaga.saga_id"] = self.saga_id
+        self.current = _Span(self.api, f"saga {self.name}", attributes)
+        self.span = self.current.span
         self.token = _saga.set(self.saga_id)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         _saga.reset(self.token)
-        self.cm.__exit__(*exc)
+        self.current.end(exc)
 
     def outcome(self, outcome: str) -> None:
         self.span.set_attribute("statesaga.outcome", outcome)
@@ -138,24 +152,24 @@ class _AttemptSpan:
         self.result = "error"
 
     def __enter__(self) -> _AttemptSpan:
-        self.cm = _span(self.api, f"{self.kind} {self.attributes['statesaga.step']}",
-                        self.attributes)
-        self.span = self.cm.__enter__()
+        self.current = _Span(self.api, f"{self.kind} {self.attributes['statesaga.step']}",
+                             self.attributes)
         self.start = time.perf_counter()
         return self
 
     def outcome(self, outcome: str) -> None:
         self.result = outcome
 
-    def __exit__(self, *exc: Any) -> None:
-        self.span.set_attribute("statesaga.outcome", self.result)
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        span = self.current.span
+        span.set_attribute("statesaga.outcome", self.result)
         if self.result != "ok":
-            self.span.set_status(self.api.trace.Status(self.api.trace.StatusCode.ERROR))
+            span.set_status(self.api.trace.Status(self.api.trace.StatusCode.ERROR))
         self.api.duration.record(time.perf_counter() - self.start, {
             "statesaga.saga": self.attributes["statesaga.saga"],
             "statesaga.step": self.attributes["statesaga.step"], "statesaga.kind": self.kind,
             "statesaga.outcome": self.result})
-        self.cm.__exit__(*exc)
+        self.current.end(exc)
 
 
 def outcome_of(exc: BaseException | None, unknown: bool) -> str:
@@ -206,10 +220,14 @@ def _consume(api: Any, event: Any, name: str) -> Iterator[Any]:
     parent = api.propagate.extract(dict(getattr(event, "headers", None) or {}))
     token = api.context.attach(parent)
     try:
-        with api.tracer.start_as_current_span(name, attributes={
-                "messaging.message.id": event.message_id,
-                "statesaga.saga_id": event.correlation_id or ""}) as span:
-            yield span
+        current = _Span(api, name, {"messaging.message.id": event.message_id,
+                                    "statesaga.saga_id": event.correlation_id or ""})
+        try:
+            yield current.span
+        except BaseException as exc:
+            current.end(exc)
+            raise
+        current.end(None)
     finally:
         api.context.detach(token)
 

@@ -252,8 +252,7 @@ class PostgresStore:
         self, statuses: Collection[SagaStatus] = UNFINISHED,
     ) -> builtins.list[DefinitionCount]:
         async with self._connection() as conn:
-            rows = await conn.fetch(self._reads["COUNT_BY_DEFINITION"],
-                                    _reads_sql.statuses_json(statuses))
+            rows = await conn.fetch(_reads_sql.by_definition(self._d, statuses))
         return _reads_sql.definitions(rows)
 
     async def leased(self, *, now: float | None = None, limit: int = 500

@@ -178,9 +178,8 @@ class SQLiteStore:
     async def count_by_definition(
         self, statuses: Collection[SagaStatus] = UNFINISHED,
     ) -> builtins.list[DefinitionCount]:
-        args = (_reads_sql.statuses_json(statuses),)
-        rows = await self._read(lambda conn: conn.execute(_R["COUNT_BY_DEFINITION"],
-                                                          args).fetchall())
+        sql = _reads_sql.by_definition(_SQLITE, statuses)
+        rows = await self._read(lambda conn: conn.execute(sql).fetchall())
         return _reads_sql.definitions(rows)
 
     async def leased(self, *, now: float | None = None, limit: int = 500
