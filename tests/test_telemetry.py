@@ -178,11 +178,3 @@ print(record.status.value, dict(Event('E').headers), telemetry._api())
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip().splitlines()[-1]  # after the logs
     assert "completed {} None" == out
-
-
-def test_importing_statesaga_imports_neither_opentelemetry_nor_the_console() -> None:
-    code = ("import sys, statesaga; print(sorted(m for m in ('opentelemetry', 'starlette', "
-            "'uvicorn', 'playwright') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert "[]" == out

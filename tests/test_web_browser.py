@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -96,71 +95,72 @@ def console(tmp_path: Path) -> Iterator[str]:
         server.wait(timeout=10)
 
 
-def test_an_operator_finds_a_stuck_saga_and_retries_it(console: str) -> None:
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, through Playwright."""
     sync_api = need_browser()
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1500})
-            page.goto(console + "/")
-            assert "stuck: 1" in page.inner_text(".counts")
-            page.click("a.id >> text=trip-42")
-            page.wait_for_url("**/sagas/trip-42")
-            assert "Stuck." in page.inner_text("main")
-            assert page.locator(".diagram svg").count() == 1
-            steps = page.inner_text("table >> nth=1")
-            assert "gave up: stuck" in steps
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            shot = page.screenshot(full_page=False)
-            if not SCREENSHOT.exists() or SCREENSHOT.read_bytes() != shot:
-                SCREENSHOT.write_bytes(shot)
-            page.fill("#retry-reason", "hotel API fixed (INC-7)")
-            page.fill("#retry-token", TOKEN)
-            page.click("#retry-button")
-            page.wait_for_url("**/sagas/trip-42?done=retried")
-            text = page.inner_text("main")
-            assert "Retried" in text
-            assert "hotel API fixed (INC-7)" in text  # the reason, in the timeline
-            assert "compensated" in text
-            assert "Stuck." not in text
-            assert "undone" in page.inner_text("table >> nth=1")
+            yield launched
         finally:
-            browser.close()
+            launched.close()
 
 
-def test_a_wrong_token_is_refused_in_the_browser(console: str) -> None:
-    sync_api = need_browser()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(console + "/sagas/trip-42")
-            page.fill("#retry-reason", "trying")
-            page.fill("#retry-token", "guess")
-            page.click("#retry-button")
-            assert "the token is missing or wrong" in page.inner_text("main")
-            page.goto(console + "/sagas/trip-42")
-            assert "Stuck." in page.inner_text("main")
-        finally:
-            browser.close()
+def test_an_operator_finds_a_stuck_saga_and_retries_it(console: str, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 1500})
+    page.goto(console + "/")
+    assert "stuck: 1" in page.inner_text(".counts")
+    page.click("a.id >> text=trip-42")
+    page.wait_for_url("**/sagas/trip-42")
+    assert "Stuck." in page.inner_text("main")
+    assert 1 == page.locator(".diagram svg").count()
+    assert "gave up: stuck" in page.inner_text("table >> nth=1")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    shot = page.screenshot(full_page=False)
+    if not SCREENSHOT.exists() or SCREENSHOT.read_bytes() != shot:
+        SCREENSHOT.write_bytes(shot)
+    page.fill("#retry-reason", "hotel API fixed (INC-7)")
+    page.fill("#retry-token", TOKEN)
+    page.click("#retry-button")
+    page.wait_for_url("**/sagas/trip-42?done=retried")
+    text = page.inner_text("main")
+    assert "Retried" in text
+    assert "hotel API fixed (INC-7)" in text  # the reason, in the timeline
+    assert "compensated" in text
+    assert "Stuck." not in text
+    assert "undone" in page.inner_text("table >> nth=1")
 
 
-def test_the_pages_work_without_javascript(console: str) -> None:
-    sync_api = need_browser()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_context(java_script_enabled=False).new_page()
-            page.goto(console + "/?status=failed")
-            page.click("a.id >> text=trip-42")
-            assert "Stuck." in page.inner_text("main")
-            for name in ("Workers", "Outbox", "Dead letters", "Definitions"):
-                page.click(f"header >> text={name}")
-                assert name.split()[0] in page.inner_text("h1")
-        finally:
-            browser.close()
+def test_a_wrong_token_is_refused_in_the_browser(console: str, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(console + "/sagas/trip-42")
+    page.fill("#retry-reason", "trying")
+    page.fill("#retry-token", "guess")
+    page.click("#retry-button")
+    assert "the token is missing or wrong" in page.inner_text("main")
+    page.goto(console + "/sagas/trip-42")
+    assert "Stuck." in page.inner_text("main")
 
 
-def test_chromium_is_debians_and_on_the_path() -> None:
-    need_browser()
-    assert shutil.which("chromium") is not None
+def test_the_pages_work_without_javascript(console: str, browser: Any) -> None:
+    page = browser.new_context(java_script_enabled=False).new_page()
+    page.goto(console + "/?status=failed")
+    page.click("a.id >> text=trip-42")
+    assert "Stuck." in page.inner_text("main")
+    for name in ("Workers", "Outbox", "Dead letters", "Definitions"):
+        page.click(f"header >> text={name}")
+        assert name.split()[0] in page.inner_text("h1")
+
+
+def test_the_live_part_refreshes_itself_when_a_saga_moves(console: str, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(console + "/sagas/trip-42")
+    assert "Stuck." in page.inner_text("#live")
+    answer = page.request.post(console + "/api/sagas/trip-42/retry",
+                               data={"reason": "fixed elsewhere"},
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+    assert 200 == answer.status
+    page.wait_for_function("!document.getElementById('live').innerText.includes('Stuck.')",
+                           timeout=15_000)  # no reload: the page's script fetched it
+    assert "fixed elsewhere" in page.inner_text("#live")
