@@ -35,13 +35,11 @@ class Event:
     headers: Mapping[str, str] = attrs.field(factory=telemetry.headers)
 
     def as_dict(self) -> dict[str, Any]:
-        """The event's fields as a dict (what `to_json` encodes; headers only if any)."""
-        fields = {"type": self.type, "payload": self.payload,
-                  "correlation_id": self.correlation_id, "message_id": self.message_id,
-                  "causation_id": self.causation_id, "timestamp": self.timestamp}
-        if self.headers:
-            fields["headers"] = dict(self.headers)
-        return fields
+        """The event's fields as a dict (what `to_json` encodes)."""
+        return {"type": self.type, "payload": self.payload,
+                "correlation_id": self.correlation_id, "message_id": self.message_id,
+                "causation_id": self.causation_id, "timestamp": self.timestamp,
+                "headers": self.headers}
 
     def to_json(self) -> str:
         """The event as JSON text (a `SagaError` if its payload is not JSON)."""

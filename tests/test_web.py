@@ -64,6 +64,8 @@ def test_the_list_shows_counts_and_sagas_newest_first(setup: tuple[TestClient, .
     ids = re.findall(r'class="id" href="/sagas/([^"]+)"', page.text)
     assert ["other", "a/b <i>&'\"x", "stuck-1"] == [unquote(unescape(i)) for i in ids]
     assert "<i>" not in page.text.split("<main>")[1]  # hostile ids are escaped
+    assert ("DENY", "no-referrer") == (page.headers["x-frame-options"],
+                                       page.headers["referrer-policy"])
 
 
 def test_the_json_list_filters_and_pages_with_a_cursor(setup: tuple[TestClient, ...]) -> None:

@@ -7,17 +7,22 @@ Their indexes are schema version 2 (`_sql.MIGRATIONS`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+import builtins
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from ..exceptions import SagaNotFound
 from ..records import SagaStatus
 from ._sql import Dialect, Row
 from .reads import (
+    UNFINISHED,
     DefinitionCount,
     OutboxStats,
+    SagaPage,
     SagaQuery,
     SagaSummary,
+    all_statuses,
     cursor_of,
     parse_cursor,
     prefix_end,
@@ -127,3 +132,46 @@ def definitions(rows: Iterable[Row]) -> list[DefinitionCount]:
 def outbox(row: Row, ts: Callable[[Any], datetime]) -> OutboxStats:
     oldest = row["oldest"]
     return OutboxStats(int(row["unsent"]), None if oldest is None else ts(oldest))
+
+
+class SQLReads:
+    """The read side (`reads.SagaReader`) of the SQL stores, over the `_rows` each one runs
+    its statements with; `_to_db` and `_from_db` convert times as its driver takes them."""
+
+    url: str
+    _d: Dialect
+    _reads: dict[str, str]
+    _to_db: Callable[[datetime], Any]
+    _from_db: Callable[[Any], datetime]
+
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> builtins.list[Any]:
+        raise NotImplementedError
+
+    async def query_sagas(self, query: SagaQuery) -> SagaPage:
+        sql, params = listing(self._d, query, self._to_db)
+        return SagaPage(*page(await self._rows(sql, params), query, self._from_db))
+
+    async def saga_summary(self, saga_id: str) -> SagaSummary:
+        rows = await self._rows(self._reads["SELECT_SUMMARY"], (saga_id,))
+        if not rows:
+            raise SagaNotFound(saga_id, self.url)
+        return summary(rows[0], self._from_db)
+
+    async def count_by_status(self, *, cap: int | None = None) -> dict[SagaStatus, int]:
+        rows = await (self._rows(self._reads["COUNT_BY_STATUS"]) if cap is None else
+                      self._rows(self._reads["COUNT_CAPPED"], (cap + 1,)))
+        return all_statuses({row["status"]: row["n"] for row in rows})
+
+    async def count_by_definition(
+        self, statuses: Collection[SagaStatus] = UNFINISHED,
+    ) -> builtins.list[DefinitionCount]:
+        return definitions(await self._rows(by_definition(self._d, statuses)))
+
+    async def leased(self, *, now: float | None = None, limit: int = 500
+                     ) -> builtins.list[SagaSummary]:
+        rows = await self._rows(self._reads["LEASED"],
+                                (limit, float("-inf") if now is None else now))
+        return [summary(row, self._from_db) for row in rows]
+
+    async def outbox_stats(self) -> OutboxStats:
+        return outbox((await self._rows(self._reads["OUTBOX_STATS"]))[0], self._from_db)

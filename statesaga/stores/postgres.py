@@ -8,7 +8,7 @@ import contextlib
 import inspect
 import json
 import re
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,15 +30,6 @@ from ._pg_sql import (
     create_sql,
 )
 from .base import Commit, OutboxSignal
-from .reads import (
-    UNFINISHED,
-    DefinitionCount,
-    OutboxStats,
-    SagaPage,
-    SagaQuery,
-    SagaSummary,
-    all_statuses,
-)
 from .urls import redact
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -52,7 +43,7 @@ async def _keep_session(conn: Any) -> None:
     """The pool's reset on release: the store never changes a session, so a round trip saved."""
 
 
-class PostgresStore:
+class PostgresStore(_reads_sql.SQLReads):
     """The saga log in PostgreSQL, in its own schema (`schema`), created and migrated on first use.
 
     The pool opens on first use (or `await store.open()`); `close()` closes it. Writes of
@@ -93,6 +84,7 @@ class PostgresStore:
             "SELECT_SAGA", "SELECT_REVISION", "SELECT_HISTORY", "SELECT_HISTORIES", "RENEW",
             "RELEASE", "REQUEST_ABORT", "PENDING_MESSAGES", "MARK_SENT", "PARTICIPANT_STATE")}
         self._reads = _reads_sql.statements(self._d)
+        self._to_db = self._from_db = _ts
         self._apply = self._d(APPLY)
         self._create = {(many, outbox): self._d(create_sql(many, outbox))
                         for many in (False, True) for outbox in (False, True)}
@@ -227,45 +219,10 @@ class PostgresStore:
             history = await self._histories(conn, rows)
         return _sql.decode_all(rows, history, _ts, self.url)
 
-    # -- the read side (`reads.SagaReader`): no transitions, no data ------------------------
-
-    async def query_sagas(self, query: SagaQuery) -> SagaPage:
-        sql, params = _reads_sql.listing(self._d, query, _ts)
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> builtins.list[Any]:
+        """One read statement's rows (for the read side, `_reads_sql.SQLReads`)."""
         async with self._connection() as conn:
-            rows = await conn.fetch(sql, *params)
-        return SagaPage(*_reads_sql.page(rows, query, _ts))
-
-    async def saga_summary(self, saga_id: str) -> SagaSummary:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(self._reads["SELECT_SUMMARY"], saga_id)
-        if row is None:
-            raise SagaNotFound(saga_id, self.url)
-        return _reads_sql.summary(row, _ts)
-
-    async def count_by_status(self, *, cap: int | None = None) -> dict[SagaStatus, int]:
-        async with self._connection() as conn:
-            rows = await (conn.fetch(self._reads["COUNT_BY_STATUS"]) if cap is None else
-                          conn.fetch(self._reads["COUNT_CAPPED"], cap + 1))
-        return all_statuses({row["status"]: row["n"] for row in rows})
-
-    async def count_by_definition(
-        self, statuses: Collection[SagaStatus] = UNFINISHED,
-    ) -> builtins.list[DefinitionCount]:
-        async with self._connection() as conn:
-            rows = await conn.fetch(_reads_sql.by_definition(self._d, statuses))
-        return _reads_sql.definitions(rows)
-
-    async def leased(self, *, now: float | None = None, limit: int = 500
-                     ) -> builtins.list[SagaSummary]:
-        async with self._connection() as conn:
-            rows = await conn.fetch(self._reads["LEASED"], limit,
-                                    float("-inf") if now is None else now)
-        return [_reads_sql.summary(row, _ts) for row in rows]
-
-    async def outbox_stats(self) -> OutboxStats:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(self._reads["OUTBOX_STATS"])
-        return _reads_sql.outbox(row, _ts)
+            return list(await conn.fetch(sql, *args))
 
     async def claim(
         self, owner: str, *, now: float, lease: float, limit: int,

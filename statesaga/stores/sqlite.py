@@ -9,7 +9,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -19,15 +19,6 @@ from ..records import SagaRecord, SagaStatus
 from . import _reads_sql, _sql
 from ._group import GroupCommit, Outcome
 from .base import Commit, OutboxSignal
-from .reads import (
-    UNFINISHED,
-    DefinitionCount,
-    OutboxStats,
-    SagaPage,
-    SagaQuery,
-    SagaSummary,
-    all_statuses,
-)
 
 T = TypeVar("T")
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
@@ -39,7 +30,7 @@ _SQLITE = _sql.Dialect(numbered="?", fill={
     "pairs": "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each",
     "pg": "SELECT 1 -- ", "sqlite": "",  # one database's statements (`_sql.MIGRATIONS`)
 })
-_R = _reads_sql.statements(_SQLITE)
+
 _Q = {name: _SQLITE(getattr(_sql, name)) for name in (
     "INSERT_SAGA", "UPDATE_SAGA", "INSERT_TRANSITION", "INSERT_MESSAGE", "SELECT_SAGA",
     "SELECT_REVISION", "SELECT_HISTORY", "SELECT_HISTORIES", "CLAIM", "RENEW", "RELEASE",
@@ -58,9 +49,10 @@ def _ts(at: datetime) -> str:
 
 
 _from_ts = datetime.fromisoformat
+_READS = _reads_sql.statements(_SQLITE)
 
 
-class SQLiteStore:
+class SQLiteStore(_reads_sql.SQLReads):
     """The saga log in one SQLite file (WAL), safe for several processes on one machine.
 
     durability="full" (default): synchronous=FULL, every commit survives a power loss;
@@ -82,6 +74,8 @@ class SQLiteStore:
         self._grouped: GroupCommit[Callable[[sqlite3.Connection], Any]] = GroupCommit(
             self._flush)
         self.outbox_signal = OutboxSignal()
+        self._d, self._reads = _SQLITE, _READS
+        self._to_db, self._from_db = _ts, _from_ts
 
     # -- the saga log --------------------------------------------------------------------
 
@@ -155,46 +149,9 @@ class SQLiteStore:
 
         return await self._run(read, "BEGIN")
 
-    # -- the read side (`reads.SagaReader`): no transitions, no data ------------------------
-
-    async def query_sagas(self, query: SagaQuery) -> SagaPage:
-        sql, params = _reads_sql.listing(_SQLITE, query, _ts)
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return SagaPage(*_reads_sql.page(rows, query, _from_ts))
-
-    async def saga_summary(self, saga_id: str) -> SagaSummary:
-        row = await self._read(lambda conn: conn.execute(_R["SELECT_SUMMARY"],
-                                                         (saga_id,)).fetchone())
-        if row is None:
-            raise SagaNotFound(saga_id, self.url)
-        return _reads_sql.summary(row, _from_ts)
-
-    async def count_by_status(self, *, cap: int | None = None) -> dict[SagaStatus, int]:
-        sql, args = (_R["COUNT_BY_STATUS"], ()) if cap is None else (_R["COUNT_CAPPED"],
-                                                                    (cap + 1,))
-        rows = await self._read(lambda conn: conn.execute(sql, args).fetchall())
-        return all_statuses({row["status"]: row["n"] for row in rows})
-
-    async def count_by_definition(
-        self, statuses: Collection[SagaStatus] = UNFINISHED,
-    ) -> builtins.list[DefinitionCount]:
-        sql = _reads_sql.by_definition(_SQLITE, statuses)
-        rows = await self._read(lambda conn: conn.execute(sql).fetchall())
-        return _reads_sql.definitions(rows)
-
-    async def leased(self, *, now: float | None = None, limit: int = 500
-                     ) -> builtins.list[SagaSummary]:
-        args = (limit, float("-inf") if now is None else now)
-        rows = await self._read(lambda conn: conn.execute(_R["LEASED"], args).fetchall())
-        return [_reads_sql.summary(row, _from_ts) for row in rows]
-
-    async def outbox_stats(self) -> OutboxStats:
-        row = await self._read(lambda conn: conn.execute(_R["OUTBOX_STATS"]).fetchone())
-        return _reads_sql.outbox(row, _from_ts)
-
-    async def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """One read statement, its own transaction."""
-        return await self._run(body, None)
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> builtins.list[Any]:
+        """One read statement's rows, its own transaction (for `_reads_sql.SQLReads`)."""
+        return await self._run(lambda conn: conn.execute(sql, args).fetchall(), None)
 
     async def claim(
         self, owner: str, *, now: float, lease: float, limit: int,

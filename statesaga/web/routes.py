@@ -37,6 +37,12 @@ FLASH = {"retried": "Retried: the compensation ran again; the reason is in the t
                             "at its next transition."}
 
 
+# Every HTML answer: never framed (the action forms cannot be clickjacked), no saga id leaks
+# in a Referer, no content sniffing.
+HTML_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
+                "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+
+
 class Problem(Exception):
     """An answer other than 200: a status, what went wrong, and what to do."""
 
@@ -60,7 +66,8 @@ def problem_response(request: Request, exc: Problem, read_only: bool) -> Respons
     title = {400: "Bad request", 401: "Token needed", 403: "Not allowed", 404: "Not found",
              409: "Cannot do that now"}.get(exc.status, "Error")
     return HTMLResponse(html.message_page(title, exc.message, read_only=read_only,
-                                          hint=exc.hint), exc.status, headers=headers)
+                                          hint=exc.hint), exc.status,
+                        headers=HTML_HEADERS | (headers or {}))
 
 
 def guarded(console: Console, view: Callable[[Request], Awaitable[Response]]
@@ -78,7 +85,8 @@ def guarded(console: Console, view: Callable[[Request], Awaitable[Response]]
 
 def page(request: Request, whole: str, live: str) -> HTMLResponse:
     """The page, or only its live part for the refreshing script."""
-    return HTMLResponse(live if request.headers.get("x-console-partial") else whole)
+    return HTMLResponse(live if request.headers.get("x-console-partial") else whole,
+                        headers=HTML_HEADERS)
 
 
 def _text(params: dict[str, str], name: str) -> str | None:
@@ -158,7 +166,7 @@ class Views:
             data["sagas"], data["next"] = [], None
             whole, _ = html.list_page(data, params, read_only=self.console.read_only,
                                       error=exc.message + (" " + exc.hint if exc.hint else ""))
-            return HTMLResponse(whole, 400)
+            return HTMLResponse(whole, 400, headers=HTML_HEADERS)
         data = await self.console.listing(query)
         if wants_json(request):
             return JSONResponse(data)
