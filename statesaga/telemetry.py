@@ -54,11 +54,33 @@ def _api() -> Any:
     return _otel
 
 
+def use_providers(tracer_provider: Any, meter_provider: Any) -> Any:
+    """Send statesaga's spans and metrics to these providers instead of the global ones
+    (for tests: OpenTelemetry's globals can be set once per process); returns what was
+    used before, for `restore`."""
+    global _otel
+    before = _otel
+    from opentelemetry import context, metrics, propagate, trace
+
+    _otel = _Instruments(context, metrics, propagate, trace, tracer_provider=tracer_provider,
+                         meter_provider=meter_provider)
+    return before
+
+
+def restore(before: Any) -> None:
+    global _otel
+    _otel = before
+
+
 class _Instruments:
-    def __init__(self, context: Any, metrics: Any, propagate: Any, trace: Any) -> None:
+    """The API's modules and statesaga's tracer and instruments; the global providers' unless
+    others are given (tests give their own, and leave the process's globals alone)."""
+
+    def __init__(self, context: Any, metrics: Any, propagate: Any, trace: Any, *,
+                 tracer_provider: Any = None, meter_provider: Any = None) -> None:
         self.context, self.propagate, self.trace = context, propagate, trace
-        self.tracer = trace.get_tracer("statesaga")
-        meter = metrics.get_meter("statesaga")
+        self.tracer = (tracer_provider or trace).get_tracer("statesaga")
+        meter = (meter_provider or metrics).get_meter("statesaga")
         self.counters = {
             ending: meter.create_counter(f"statesaga.sagas.{ending}", unit="{saga}",
                                          description=f"Sagas {ending}, by saga name")

@@ -14,7 +14,6 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="pip install opentelemetry-sdk")
 
-from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -32,21 +31,19 @@ from statesaga.examples.trip_choreography import (
 )
 from statesaga.testing import FakeClock
 
-_SDK: dict[str, Any] = {}
-
 
 @pytest.fixture
 def otel() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
-    """The SDK, installed once for the process (OpenTelemetry's providers are global)."""
-    if not _SDK:
-        exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-        _SDK.update(exporter=exporter, reader=reader)
-    _SDK["exporter"].clear()
-    return _SDK["exporter"], _SDK["reader"]
+    """The SDK with an in-memory exporter and reader, for statesaga alone (the process's
+    global providers are left as they are)."""
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    before = telemetry.use_providers(tracer_provider, MeterProvider(metric_readers=[reader]))
+    try:
+        yield exporter, reader
+    finally:
+        telemetry.restore(before)
 
 
 def points(reader: InMemoryMetricReader, name: str) -> dict[tuple[Any, ...], Any]:
@@ -137,8 +134,8 @@ def test_event_headers_survive_json_the_outbox_and_old_messages() -> None:
 
 
 async def test_an_event_made_inside_a_span_carries_its_trace(otel: Any) -> None:
-    tracer = trace.get_tracer("test")
-    with tracer.start_as_current_span("outer") as span:
+    with telemetry.saga_span("outer", "e-1") as outer:
+        span = outer.span
         event = Event("Paid")
     assert f"{span.get_span_context().trace_id:032x}" in event.headers["traceparent"]
     store = InMemoryStore()

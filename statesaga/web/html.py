@@ -66,6 +66,11 @@ def e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
+def when(iso: str | None) -> str:
+    """An ISO time as people read it, to the second, in UTC (the JSON keeps it whole)."""
+    return "" if not iso else iso[:19].replace("T", " ") + " UTC"
+
+
 def cut(text: str | None, limit: int = 80) -> str:
     text = text or ""
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -131,7 +136,7 @@ def list_page(data: Mapping[str, Any], params: Mapping[str, str], *, read_only: 
     rows = [(f'<a class="id" href="{e(saga_url(s["saga_id"]))}">{e(cut(s["saga_id"], 60))}'
              "</a>", e(s["name"]), f'<code>{e(cut(s["version"], 14))}</code>',
              f'<span class="s-{e(s["status"])}">{e(s["status"])}</span>', e(cut(s["state"])),
-             e(s["created_at"]), e(s["updated_at"]), e(cut(s["error"], 90)))
+             e(when(s["created_at"])), e(when(s["updated_at"])), e(cut(s["error"], 90)))
             for s in data.get("sagas", [])]
     live = f'<div class="counts">{counts}</div>'
     if error:
@@ -159,7 +164,8 @@ def saga_page(saga: Mapping[str, Any], *, svg: str | None, timeline: str, advice
         ("saga", f'{e(saga["name"])} <code>{e(saga["version"])}</code>'),
         ("status", f'<span class="s-{e(saga["status"])}">{e(saga["status"])}</span> in '
                    f'<code>{e(saga["state"])}</code>'),
-        ("created / updated", f'{e(saga["created_at"])} / {e(saga["updated_at"])}'),
+        ("created / updated", f'{e(when(saga["created_at"]))} / '
+                              f'{e(when(saga["updated_at"]))}'),
         ("worker", e(saga["owner"] or "none") + (f' (lease until {e(saga["lease_until"])})'
                                                   if saga["owner"] else "")),
         ("error", f'<span class="id">{e(saga["error"] or "none")}</span>')])
