@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,10 @@ def main(argv: list[str]) -> int:
     for name in chosen:
         suite = importlib.import_module(f"benchmarks.{name}")
         section = asyncio.run(suite.run())
+        if argv:  # a section run on its own says when and where, under its title
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            section[1:1] = ["", f"Run {datetime.date.today().isoformat()} on {machine()}, "
+                                f"with `python -m benchmarks {name}` (load average {load})."]
         print("\n".join(section), flush=True)
         lines += [*section, ""]
     results = Path(__file__).with_name("RESULTS.md")
@@ -41,7 +46,7 @@ def main(argv: list[str]) -> int:
 
 def replace_sections(old: str, new: list[str]) -> str:
     """`old` with each `## ` section of `new` in place of the one of the same title (or
-    added at the end), and the run's heading lines from `new`."""
+    added at the end); the heading of `old` stays."""
     def split(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
         head: list[str] = []
         sections: dict[str, list[str]] = {}
@@ -52,8 +57,8 @@ def replace_sections(old: str, new: list[str]) -> str:
             current.append(line)
         return head, sections
 
-    _, old_sections = split(old.splitlines())
-    head, new_sections = split(new)
+    head, old_sections = split(old.splitlines())
+    _, new_sections = split(new)
     merged = old_sections | new_sections
     return "\n".join(head + [line for section in merged.values() for line in section]) + "\n"
 

@@ -161,8 +161,8 @@ async def run() -> list[str]:
         + ", ".join(f"{k} {v:.1f} s" for k, v in seeded.items())
         + ". `statesaga web` in a child process (uvicorn, one worker), an `httpx` client on "
         f"the same machine; each page asked {REPEAT + 1} times: the first answer, then the "
-        "median of the rest. Each list answer includes the counts per status (one "
-        "`GROUP BY` over all the sagas).",
+        "median of the rest. Each list answer includes the counts per status, each capped at "
+        "100,000 (\"100,000+\"); `/metrics` counts exactly.",
         "",
         "| page | what it asks | first, ms | median, ms | target |",
         "|---|---|---:|---:|---|",

@@ -111,9 +111,13 @@ class _Span:
     def __init__(self, api: Any, name: str, attributes: Mapping[str, Any]) -> None:
         self.api = api
         self.span = api.tracer.start_span(name, attributes=attributes)
-        self.token = api.context.attach(api.trace.set_span_in_context(self.span))
+        # No SDK (nothing records): no context to switch, the caller's stays current.
+        self.token = api.context.attach(api.trace.set_span_in_context(self.span)) \
+            if self.span.is_recording() else None
 
     def end(self, exc: BaseException | None) -> None:
+        if self.token is None:
+            return
         self.api.context.detach(self.token)
         if exc is not None:
             self.span.record_exception(exc)

@@ -175,3 +175,20 @@ print(record.status.value, dict(Event('E').headers), telemetry._api())
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip().splitlines()[-1]  # after the logs
     assert "completed {} None" == out
+
+
+async def test_rabbitmq_carries_the_trace_headers(rabbitmq_url: str) -> None:
+    import uuid
+
+    from statesaga import RabbitMQBus
+
+    prefix = f"test-otel-{uuid.uuid4().hex[:10]}"
+    bus, got = RabbitMQBus(rabbitmq_url, exchange=prefix, prefix=prefix), asyncio.Queue()
+    try:
+        await bus.subscribe("Paid", got.put_nowait)
+        headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        await bus.publish(Event("Paid", correlation_id="s", headers=headers))
+        received = await asyncio.wait_for(got.get(), 30)
+    finally:
+        await bus.delete_everything()
+    assert headers == dict(received.headers)
