@@ -111,8 +111,10 @@ async def test_a_choreography_is_one_trace(otel: Any) -> None:
     stop = asyncio.Event()
     serving = asyncio.create_task(choreography.serve([machine], stop, poll=0.01))
     await choreography.start(machine, {"fail_at": "payment"}, saga_id="c-1")
-    while not (await store.load("c-1")).is_terminal:  # noqa: ASYNC110 - the saga ends in another task
+    # the saga ends in another task; then the relay sends the last command (CancelFlight)
+    while not (await store.load("c-1")).is_terminal or await store.pending_messages():  # noqa: ASYNC110
         await asyncio.sleep(0.01)
+    await bus.drain()
     stop.set()
     await serving
     await bus.close()
