@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 COVERAGE_MIN ?= 95
 
-.PHONY: demo test lint typecheck bench diagrams install dev system clean
+.PHONY: demo test lint typecheck bench diagrams install dev system browser clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(BIN)/python:
 install: $(BIN)/python system
 	$(BIN)/pip install -q -e .
 
-dev: $(BIN)/python system
+dev: $(BIN)/python system browser
 	$(BIN)/pip install -q -e '.[dev]'
 
 # graphviz's `dot` renders diagrams; install it when missing (apt-get as root).
@@ -22,6 +22,14 @@ system:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; \
 	  else echo "graphviz's dot is missing: install it (e.g. sudo apt-get install graphviz)"; fi; }
+
+# The console's browser tests drive Debian's Chromium through Playwright (never a browser
+# that `playwright install` downloads); install it when missing (apt-get as root).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "Chromium is missing: install it (e.g. sudo apt-get install chromium)"; fi; }
 
 demo: install
 	$(BIN)/statesaga demo

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from . import telemetry
 from .context import StepContext
 from .definition import SagaStateMachine
 from .events import Event, EventBus
@@ -77,6 +78,11 @@ async def deliver(orch: Orchestrator, event: Event) -> SagaRecord:
     changes nothing. An event that cannot reach a saga raises `UndeliverableEvent` (the bus
     dead-letters it).
     """
+    with telemetry.consume(event, f"event {event.type}"):  # telemetry: the sender's trace
+        return await _deliver(orch, event)
+
+
+async def _deliver(orch: Orchestrator, event: Event) -> SagaRecord:
     if not event.correlation_id:
         raise UndeliverableEvent(
             f"event {event.type!r} (message {event.message_id}) has no correlation_id: "

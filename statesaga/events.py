@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from . import telemetry
 from .codec import from_json, to_json
 
 
@@ -31,12 +32,14 @@ class Event:
     message_id: str = attrs.field(factory=_new_id)
     causation_id: str | None = None
     timestamp: float = attrs.field(factory=time.time)
+    headers: Mapping[str, str] = attrs.field(factory=telemetry.headers)
 
     def as_dict(self) -> dict[str, Any]:
         """The event's fields as a dict (what `to_json` encodes)."""
         return {"type": self.type, "payload": self.payload,
                 "correlation_id": self.correlation_id, "message_id": self.message_id,
-                "causation_id": self.causation_id, "timestamp": self.timestamp}
+                "causation_id": self.causation_id, "timestamp": self.timestamp,
+                "headers": self.headers}
 
     def to_json(self) -> str:
         """The event as JSON text (a `SagaError` if its payload is not JSON)."""
@@ -50,7 +53,11 @@ class Event:
             raise ValueError(f"not an event: {str(raw)[:200]!r}")
         if not isinstance(raw.get("payload", {}), dict):
             raise ValueError(f"event {raw['type']!r} has a payload that is not a JSON object")
-        return cls(**{name: raw[name] for name in _FIELDS if name in raw})
+        headers = raw.get("headers", {})
+        if not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise ValueError(f"event {raw['type']!r} has headers that are not text to text")
+        return cls(**{name: raw[name] for name in _FIELDS if name in raw} | {"headers": headers})
 
 
 _FIELDS = tuple(f.name for f in attrs.fields(Event))

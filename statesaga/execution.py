@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import hooks, kernel
+from . import hooks, kernel, telemetry
 from .clock import Clock
 from .codec import from_json, storable_text, to_json
 from .exceptions import InvalidSagaData, SagaError, describe
@@ -104,7 +104,10 @@ class Runner:
             run.outbox = []  # what this attempt publishes leaves only if it succeeds
             ctx = run.context(spec.name, attempt=attempt)
             assert spec.action is not None
-            out = await self._attempt_once(run, spec.action, ctx, timeout, spec.is_async)
+            with telemetry.attempt_span(False, run.definition.name, run.saga_id, spec.name,
+                                        attempt) as span:
+                out = await self._attempt_once(run, spec.action, ctx, timeout, spec.is_async)
+                span.outcome(telemetry.outcome_of(out.exc, out.unknown))
             if out.exc is None:
                 await self._succeeded(run, spec, attempt, out)
                 return
@@ -185,8 +188,11 @@ class Runner:
             run.outbox = []
             ctx = run.context(spec.name, attempt=attempt, result=run.results.get(spec.name))
             timeout = spec.timeout if spec.action is not None else None
-            out = await self._attempt_once(run, spec.compensation, ctx, timeout,
-                                           spec.undo_is_async, abortable=False)
+            with telemetry.attempt_span(True, run.definition.name, run.saga_id, spec.name,
+                                        attempt) as span:
+                out = await self._attempt_once(run, spec.compensation, ctx, timeout,
+                                               spec.undo_is_async, abortable=False)
+                span.outcome(telemetry.outcome_of(out.exc, out.unknown))
             if out.exc is None:  # done, or (choreography) its command is on its way
                 await self.fire(run, Trigger.SUCCEED if spec.confirm is None else Trigger.SENT,
                                 step=spec.name, attempt=attempt, duration=out.duration)
@@ -311,6 +317,8 @@ class Runner:
             raise
         run.revision += 1
         run.apply(move, transition, entered)
+        if move.dest in TERMINALS:
+            telemetry.saga_ended(run.definition.name, move.dest)
         if abort is not None and run.abort is None and move.dest not in TERMINALS:
             run.abort = abort
         run.log.info("saga.transition", source=move.source or None, dest=move.dest,

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from . import hooks, kernel
+from . import hooks, kernel, telemetry
 from .clock import Clock, SystemClock
 from .codec import check_id, from_json, to_json
 from .definition import SagaStateMachine
@@ -40,6 +40,7 @@ from .records import TERMINALS, SagaRecord, SagaStatus, Trigger
 from .saga_run import SagaRun
 from .stores.base import SagaStore
 from .stores.memory import InMemoryStore
+from .stores.reads import SagaPage, SagaQuery, SagaSummary, list_summaries, reader
 
 PARKED = 10_000  # waiting sagas kept in memory; the rest are loaded when their event comes
 
@@ -49,7 +50,7 @@ class RecoveryReport:
     """What `recover()` did: the sagas it finished, and those it had to leave alone."""
 
     recovered: tuple[SagaRecord, ...] = ()
-    unregistered: tuple[str, ...] = ()
+    unregistered: tuple[str, ...] = ()  # one line per definition (name, version), with a count
 
     def __len__(self) -> int:
         return len(self.recovered)
@@ -89,6 +90,7 @@ class Orchestrator:
         self._runner = Runner(self.store, self.clock, self.owner, lease)
         for machine in sagas:
             self.register(machine)
+        telemetry.track_parked(self)  # telemetry: the parked-sagas gauge
 
     # -- definitions -------------------------------------------------------------------
 
@@ -123,12 +125,14 @@ class Orchestrator:
         `saga_id` is the idempotency key: a saga that exists already is never run twice;
         its record is returned (finished) or it is resumed (unfinished).
         """
-        record, created = await self._create(machine, data, saga_id, pending=False)
-        if created:
-            return await self._drive(SagaRun(machine, record))
-        if record.is_terminal:
-            return record
-        return await self.resume(record.saga_id)
+        with telemetry.saga_span(machine.name, saga_id) as span:  # telemetry
+            record, created = await self._create(machine, data, saga_id, pending=False)
+            telemetry.named(span, record.saga_id)
+            if created:
+                return await self._drive(SagaRun(machine, record))
+            if record.is_terminal:
+                return record
+            return await self.resume(record.saga_id)
 
     async def start(
         self, machine: SagaStateMachine, data: Any = None, *,
@@ -184,6 +188,7 @@ class Orchestrator:
                     "a saga id is an idempotency key, so use a new id for a new saga",
                     saga_id=saga_id, state=existing.state) from None
             return existing, False
+        telemetry.saga_started(machine.name)  # telemetry
         return record, True
 
     async def _enter_initial(self, machine: SagaStateMachine, record: SagaRecord) -> list[Any]:
@@ -226,7 +231,8 @@ class Orchestrator:
             self._tasks[run.saga_id] = task
         self._ensure_heartbeat()
         try:
-            await self._runner.drive(run, resumed=resumed)
+            with telemetry.saga_span(run.definition.name, run.saga_id):  # telemetry
+                await self._runner.drive(run, resumed=resumed)
             if run.state in TERMINALS:
                 pass
             elif kernel.waits(run.graph, run.pos):
@@ -380,9 +386,15 @@ class Orchestrator:
     async def list(
         self, *, status: SagaStatus | None = None, name: str | None = None,
         limit: int | None = None,
-    ) -> builtins.list[SagaRecord]:
-        """Sagas, newest first, filtered by status and definition name."""
-        return await self.store.list(status=status, name=name, limit=limit)
+    ) -> builtins.list[SagaSummary]:
+        """Sagas, newest first, filtered by status and definition name: summaries, never
+        their history (`get` loads one saga whole; `query` pages with every filter)."""
+        return await list_summaries(reader(self.store), SagaQuery(status=status, name=name),
+                                    limit)
+
+    async def query(self, query: SagaQuery) -> SagaPage:
+        """One page of sagas matching `query`, newest first; `page.next` continues it."""
+        return await reader(self.store).query_sagas(query)
 
     # -- many sagas ----------------------------------------------------------------------
 
@@ -410,13 +422,13 @@ class Orchestrator:
                 break
             await asyncio.gather(*(one(rec) for rec in claimed))
         unregistered = []
-        for status in (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING):
-            for rec in await self.store.list(status=status):
-                if (rec.name, rec.version) not in self._definitions:
-                    known = [v for (n, v) in self._definitions if n == rec.name]
-                    unregistered.append(
-                        f"{rec.saga_id}: {rec.name} version {rec.version} is not registered "
-                        f"(registered: {', '.join(known) or 'none'})")
+        for found in await reader(self.store).count_by_definition():  # never one per saga
+            if (found.name, found.version) not in self._definitions:
+                known = [v for (n, v) in self._definitions if n == found.name]
+                unregistered.append(
+                    f"{found.count} unfinished saga(s) of {found.name} version "
+                    f"{found.version}, which is not registered (registered: "
+                    f"{', '.join(known) or 'none'})")
         for line in unregistered:
             _log.warning("saga.unregistered_version", detail=line)
         return RecoveryReport(tuple(recovered), tuple(unregistered))

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from . import telemetry
 from .events import Event, EventBus
 from .exceptions import UndeliverableEvent
 from .logs import logger as _log
@@ -47,6 +48,10 @@ class Participant:
         if not command.correlation_id:
             raise UndeliverableEvent(f"command {command.type!r} (message {command.message_id}) "
                                      "has no correlation_id")
+        with telemetry.consume(command, f"handle {command.type}"):  # telemetry
+            return await self._handle(command)
+
+    async def _handle(self, command: Event) -> bool:
         func, _ = self.handlers[command.type]
         key = command.correlation_id
         state = await self.store.participant_state(self.name, key) or {}

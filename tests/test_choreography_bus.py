@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from statesaga import InMemoryBus, Orchestrator, SagaStatus, SQLiteStore
-from statesaga.choreography import Choreography
+from statesaga.choreography import Choreography, waits_for
 from statesaga.examples.trip_choreography import build_participants, build_trip_choreography
 
 WAIT = 120.0  # a guard against hangs, never a measure
@@ -39,6 +39,13 @@ class World:
         self.task = asyncio.create_task(self.choreography.serve([self.machine], self.stop,
                                                                 poll=0.02))
         await asyncio.sleep(0.05)  # subscriptions (queues) exist before the first command
+        wanted = {f".sagas.{t}" for t in waits_for(self.machine)}
+        for _ in range(400):  # a broker's: until each is declared (a loaded machine is slow)
+            declared = {q[q.index(".sagas."):] for q in getattr(self.bus, "queues", wanted)
+                        if ".sagas." in q}
+            if wanted <= declared:
+                break
+            await asyncio.sleep(0.025)
 
     async def finished(self, saga_ids: list[str]) -> dict[str, str]:
         async def wait() -> dict[str, str]:

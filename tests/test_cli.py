@@ -129,6 +129,7 @@ def test_abort_compensates_a_pending_saga(capsys: pytest.CaptureFixture[str], st
 
 
 def test_errors_say_what_was_wrong(capsys: pytest.CaptureFixture[str], store_url: str) -> None:
+    run_cli(capsys, "--store", store_url, "demo")
     code, _, err = run_cli(capsys, "--store", store_url, "show", "ghost")
     assert 2 == code
     assert "no saga 'ghost'" in err

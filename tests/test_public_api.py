@@ -40,7 +40,8 @@ def test_the_orchestrator_has_the_methods_the_design_names() -> None:
 
 def test_importing_statesaga_loads_no_optional_driver() -> None:
     code = ("import sys, statesaga; print(sorted(m for m in ('graphviz', 'asyncpg', "
-            "'aio_pika') if m in sys.modules))")
+            "'aio_pika', 'opentelemetry', 'starlette', 'uvicorn', 'playwright') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert "[]" == out

@@ -30,6 +30,7 @@ from statesaga import (
 )
 from statesaga.examples.trip import build_trip, trip_services
 from statesaga.exceptions import DuplicateMessage
+from statesaga.stores._sql import SCHEMA_VERSION
 from statesaga.stores.base import Commit, SagaStore
 from statesaga.stores.postgres import PostgresStore
 from statesaga.stores.sqlite import SQLiteStore
@@ -520,7 +521,7 @@ async def test_a_participant_applies_each_message_once(store: Any) -> None:
 async def test_sagas_survive_closing_and_reopening_the_store(durable: Backend) -> None:
     first = durable.store()
     await first.open()
-    assert [(1,)] == await durable.sql("SELECT version FROM schema_version")
+    assert [(SCHEMA_VERSION,)] == await durable.sql("SELECT version FROM schema_version")
     await create(first, saga())
     await first.commit(step("s1", 2, "book", "pay", result={"ok": True}))
     await first.close()
@@ -528,7 +529,7 @@ async def test_sagas_survive_closing_and_reopening_the_store(durable: Backend) -
     loaded = await durable.store().load("s1")
 
     assert ("pay", {"book": {"ok": True}}) == (loaded.state, dict(loaded.results))
-    assert [(1,)] == await durable.sql("SELECT version FROM schema_version")
+    assert [(SCHEMA_VERSION,)] == await durable.sql("SELECT version FROM schema_version")
 
 
 async def test_messages_are_written_to_the_outbox_only_with_their_transition(
@@ -601,7 +602,8 @@ async def test_a_store_with_a_newer_schema_refuses_to_open_and_writes_nothing(
     await durable.sql("UPDATE schema_version SET version = 99")
 
     newer = durable.store()
-    with pytest.raises(StoreError, match=r"schema version 99.*version 1 at most.*upgrade"):
+    with pytest.raises(StoreError,
+                       match=rf"schema version 99.*version {SCHEMA_VERSION} at most.*upgrade"):
         await newer.load("s1")
     with pytest.raises(StoreError, match="schema version 99"):
         await create(newer, saga("s2"))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..definition import SagaStateMachine
     from ..records import SagaRecord
 
-__all__ = ["FORMATS", "Diagram", "mimebundle", "render", "to_dot", "to_mermaid"]
+__all__ = ["FORMATS", "Diagram", "mimebundle", "render", "to_dot", "to_mermaid", "to_svg"]
 
 FORMATS = ("dot", "pdf", "png", "svg")
 """What `render` draws to, by the path's suffix."""
@@ -35,6 +35,11 @@ def to_dot(machine: SagaStateMachine, record: SagaRecord | None = None, *,
     from .dot import digraph
 
     return digraph(machine, record, legend).source  # type: ignore[no-any-return]
+
+
+def to_svg(machine: SagaStateMachine, record: SagaRecord | None = None) -> str:
+    """The drawing as SVG text (needs graphviz's `dot`), e.g. to inline in a web page."""
+    return _pipe(to_dot(machine, record), "svg").decode("utf-8")
 
 
 def render(

@@ -62,6 +62,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at {ts} NOT NULL, PRIMARY KEY (participant, saga_key))""",
         "CREATE TABLE {s}schema_version (version INTEGER NOT NULL)",
     ),
+    # 2: the operators' read queries (`_reads_sql`), keyset-paged on (created_at, n). Only
+    # columns a step's commit never changes, so no cost per step (PostgreSQL keeps its HOT
+    # updates). `{pg}` statements are PostgreSQL's alone (SQLite's indexes end with the
+    # rowid already), `{sqlite}` ones SQLite's.
+    (
+        "{pg}CREATE INDEX sagas_keyset ON {s}sagas (created_at, n)",
+        "{pg}CREATE INDEX sagas_status_keyset ON {s}sagas (status, created_at, n)",
+        "{pg}CREATE INDEX sagas_definition_keyset ON {s}sagas (name, version, created_at, n)",
+        "{sqlite}CREATE INDEX sagas_definition_keyset ON {s}sagas (name, version, created_at)",
+        "{pg}CREATE INDEX sagas_id_prefix ON {s}sagas (saga_id text_pattern_ops)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -12,6 +14,18 @@ from ..codec import from_json, to_json
 from ..exceptions import DuplicateMessage, RevisionConflict, SagaConflict, SagaNotFound
 from ..records import SagaRecord, SagaStatus, Transition
 from .base import Commit, OutboxSignal, message_json
+from .reads import (
+    UNFINISHED,
+    DefinitionCount,
+    OutboxStats,
+    SagaPage,
+    SagaQuery,
+    SagaSummary,
+    all_statuses,
+    cursor_of,
+    matches,
+    parse_cursor,
+)
 
 _UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 
@@ -109,6 +123,65 @@ class InMemoryStore:
                 if (status is None or r.status is status) and (name is None or
                                                                 r.record.name == name)]
         return [self._record(r) for r in rows[:limit]]
+
+    # -- the read side (`reads.SagaReader`): no transitions, no data ------------------------
+
+    def _summary(self, n: int, row: _Row) -> SagaSummary:
+        r = row.record
+        return SagaSummary(
+            saga_id=r.saga_id, name=r.name, version=r.version, state=row.state,
+            status=row.status, error=row.error, created_at=r.created_at,
+            updated_at=row.updated_at, owner=row.owner, lease_until=row.lease_until,
+            revision=row.revision, waiting=row.waiting, wake_at=row.wake_at,
+            deadline_at=r.deadline_at, cursor=cursor_of(r.created_at, n))
+
+    async def query_sagas(self, query: SagaQuery) -> SagaPage:
+        after = None if query.after is None else parse_cursor(query.after)
+        found = [(row.record.created_at, n, row) for n, row in enumerate(self._rows.values())
+                 if matches(query, row.record.saga_id, row.record.name, row.record.version,
+                            row.state, row.status, row.error, row.record.created_at)]
+        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        if after is not None:
+            found = [item for item in found if (item[0], item[1]) < after]
+        sagas = tuple(self._summary(n, row) for _, n, row in found[:query.limit])
+        return SagaPage(sagas, sagas[-1].cursor if len(found) > query.limit else None)
+
+    async def saga_summary(self, saga_id: str) -> SagaSummary:
+        for n, (key, row) in enumerate(self._rows.items()):
+            if key == saga_id:
+                return self._summary(n, row)
+        raise SagaNotFound(saga_id, self.url)
+
+    async def count_by_status(self, *, cap: int | None = None) -> dict[SagaStatus, int]:
+        counts = all_statuses(Counter(row.status.value for row in self._rows.values()))
+        return counts if cap is None else {s: min(n, cap + 1) for s, n in counts.items()}
+
+    async def count_by_definition(
+        self, statuses: Collection[SagaStatus] = UNFINISHED,
+    ) -> builtins.list[DefinitionCount]:
+        counts = Counter((row.record.name, row.record.version) for row in self._rows.values()
+                         if row.status in statuses)
+        return [DefinitionCount(name, version, n) for (name, version), n in sorted(counts.items())]
+
+    async def leased(self, *, now: float | None = None, limit: int = 500
+                     ) -> builtins.list[SagaSummary]:
+        held = [self._summary(n, row) for n, row in enumerate(self._rows.values())
+                if row.owner is not None and row.lease_until is not None
+                and row.status not in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
+                and (now is None or row.lease_until > now)]
+        held.sort(key=lambda s: (s.owner or "", -(s.lease_until or 0.0), s.saga_id))
+        return held[:limit]
+
+    async def outbox_stats(self) -> OutboxStats:
+        """The unsent messages; the oldest one's time is its event's `timestamp`, if it has one
+        (this store keeps no write time beside a message)."""
+        unsent = [message for _, _, message, sent in self._outbox if not sent]
+        oldest = None
+        if unsent:
+            stamp = from_json(unsent[0]).get("timestamp") if unsent[0].startswith("{") else None
+            if isinstance(stamp, int | float):
+                oldest = datetime.fromtimestamp(stamp, UTC)
+        return OutboxStats(len(unsent), oldest)
 
     async def claim(
         self, owner: str, *, now: float, lease: float, limit: int,

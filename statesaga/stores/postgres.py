@@ -15,7 +15,7 @@ from typing import Any
 from ..codec import to_json
 from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
-from . import _sql
+from . import _reads_sql, _sql
 from ._group import GroupCommit, Outcome
 from ._pg_conn import BY_KEY, Borrowed
 from ._pg_sql import (
@@ -43,7 +43,7 @@ async def _keep_session(conn: Any) -> None:
     """The pool's reset on release: the store never changes a session, so a round trip saved."""
 
 
-class PostgresStore:
+class PostgresStore(_reads_sql.SQLReads):
     """The saga log in PostgreSQL, in its own schema (`schema`), created and migrated on first use.
 
     The pool opens on first use (or `await store.open()`); `close()` closes it. Writes of
@@ -78,10 +78,13 @@ class PostgresStore:
             "each": "jsonb_array_elements_text",
             "numbers": "SELECT value::bigint FROM jsonb_array_elements_text",
             "pairs": "SELECT value ->> 0, value ->> 1 FROM jsonb_array_elements",
-            "sagas_with": " WITH (fillfactor = 70)"})  # room for HOT updates
+            "sagas_with": " WITH (fillfactor = 70)",  # room for HOT updates
+            "pg": "", "sqlite": "SELECT 1 -- "})  # one database's statements (`_sql.MIGRATIONS`)
         self._q = {name: self._d(getattr(_sql, name)) for name in (
             "SELECT_SAGA", "SELECT_REVISION", "SELECT_HISTORY", "SELECT_HISTORIES", "RENEW",
             "RELEASE", "REQUEST_ABORT", "PENDING_MESSAGES", "MARK_SENT", "PARTICIPANT_STATE")}
+        self._reads = _reads_sql.statements(self._d)
+        self._to_db = self._from_db = _ts
         self._apply = self._d(APPLY)
         self._create = {(many, outbox): self._d(create_sql(many, outbox))
                         for many in (False, True) for outbox in (False, True)}
@@ -215,6 +218,11 @@ class PostgresStore:
             rows = await conn.fetch(sql, *params)
             history = await self._histories(conn, rows)
         return _sql.decode_all(rows, history, _ts, self.url)
+
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> builtins.list[Any]:
+        """One read statement's rows (for the read side, `_reads_sql.SQLReads`)."""
+        async with self._connection() as conn:
+            return list(await conn.fetch(sql, *args))
 
     async def claim(
         self, owner: str, *, now: float, lease: float, limit: int,

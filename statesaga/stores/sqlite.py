@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from ..codec import to_json
 from ..exceptions import SagaError, SagaNotFound, StoreError
 from ..records import SagaRecord, SagaStatus
-from . import _sql
+from . import _reads_sql, _sql
 from ._group import GroupCommit, Outcome
 from .base import Commit, OutboxSignal
 
@@ -28,7 +28,9 @@ _SQLITE = _sql.Dialect(numbered="?", fill={
     "numbers": "SELECT value FROM json_each",
     "clustered": " WITHOUT ROWID", "sagas_with": "",
     "pairs": "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each",
+    "pg": "SELECT 1 -- ", "sqlite": "",  # one database's statements (`_sql.MIGRATIONS`)
 })
+
 _Q = {name: _SQLITE(getattr(_sql, name)) for name in (
     "INSERT_SAGA", "UPDATE_SAGA", "INSERT_TRANSITION", "INSERT_MESSAGE", "SELECT_SAGA",
     "SELECT_REVISION", "SELECT_HISTORY", "SELECT_HISTORIES", "CLAIM", "RENEW", "RELEASE",
@@ -47,9 +49,10 @@ def _ts(at: datetime) -> str:
 
 
 _from_ts = datetime.fromisoformat
+_READS = _reads_sql.statements(_SQLITE)
 
 
-class SQLiteStore:
+class SQLiteStore(_reads_sql.SQLReads):
     """The saga log in one SQLite file (WAL), safe for several processes on one machine.
 
     durability="full" (default): synchronous=FULL, every commit survives a power loss;
@@ -71,6 +74,8 @@ class SQLiteStore:
         self._grouped: GroupCommit[Callable[[sqlite3.Connection], Any]] = GroupCommit(
             self._flush)
         self.outbox_signal = OutboxSignal()
+        self._d, self._reads = _SQLITE, _READS
+        self._to_db, self._from_db = _ts, _from_ts
 
     # -- the saga log --------------------------------------------------------------------
 
@@ -143,6 +148,10 @@ class SQLiteStore:
             return _sql.decode_all(rows, _histories(conn, rows), _from_ts, self.url)
 
         return await self._run(read, "BEGIN")
+
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> builtins.list[Any]:
+        """One read statement's rows, its own transaction (for `_reads_sql.SQLReads`)."""
+        return await self._run(lambda conn: conn.execute(sql, args).fetchall(), None)
 
     async def claim(
         self, owner: str, *, now: float, lease: float, limit: int,
