@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, overload
+
+import attrs
 
 from . import hooks, kernel
 from .context import StepContext
@@ -45,6 +48,7 @@ class SagaStateMachine:
         self.name = name
         self.deadline = deadline
         self._defs: list[StateDef] = []
+        self._group: str | None = None  # the parallel group steps are added to, if any
         self._edges: list[Edge] = []
         self._problems: list[str] = []
         self._graph: Graph | None = None
@@ -234,7 +238,34 @@ class SagaStateMachine:
             self._problems.append(f"state name {state.name!r} is used twice: names are unique "
                                   "within a saga; rename one")
             return
+        if self._group is not None:
+            if state.step.action is None:
+                self._problems.append(f"{where}: only steps run in parallel group "
+                                      f"{self._group!r}; add explicit states outside it")
+            state = attrs.evolve(state, group=self._group)
         self._defs.append(state)
+
+    @contextlib.contextmanager
+    def parallel(self, name: str) -> Iterator[None]:
+        """`with machine.parallel("book"): machine.step(...); machine.step(...)`: those steps
+        run at once, as branches of the group `name`; the next step runs once every branch
+        has succeeded. One failing cancels the others (their outcome is unknown: they are
+        compensated too) and compensates the completed ones at once, then the steps before.
+        """
+        if self._group is not None:
+            self._problems.append(f"parallel group {name!r} is inside group {self._group!r}: "
+                                  "groups do not nest; put its steps in the outer group")
+            yield
+            return
+        self._add(StateDef(name=name, step=StepSpec(name=name, action=None), parallel=True))
+        self._group = name
+        try:
+            yield
+        finally:
+            self._group = None
+        if not any(d.group == name for d in self._defs):
+            self._problems.append(f"parallel group {name!r} has no steps: add them inside its "
+                                  "`with` block")
 
     def _set_compensation(self, name: str, func: Callback) -> None:
         self._mutating()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import hooks, kernel, telemetry
+from . import branches, hooks, kernel, telemetry
 from .clock import Clock
 from .codec import from_json, storable_text, to_json
 from .exceptions import InvalidSagaData, SagaError, describe
@@ -55,13 +55,7 @@ class Runner:
         graph = run.graph
         if (resumed and not run.pending and run.state not in TERMINALS
                 and not kernel.waits(graph, run.pos)):
-            spec = _spec(run)
-            d = graph.defs.get(run.state)
-            if (spec.action if d is not None else spec.compensation) is not None:
-                attempt = run.pos.attempt + 1
-                await self.fire(run, Trigger.RETRY_UNKNOWN, step=spec.name, attempt=attempt,
-                                error=f"outcome unknown: the process running attempt {attempt} "
-                                      "stopped before it was recorded")
+            await self._in_doubt(run)
         run.pending = False
         while run.state not in TERMINALS and not self.stopping:
             d = graph.defs.get(run.state)
@@ -76,8 +70,14 @@ class Runner:
                 await self.fire(run, Trigger.TIMEOUT, step=spec.name, error=_stuck(
                     run, f": no reply confirmed its compensating command within {spec.timeout}s "
                          "(it may have been dead-lettered: see the bus's dead letters)"))
+            elif d is None and graph.undoes[run.state] in graph.lanes:
+                await branches.run_lanes(run, lambda lane: self._compensate(
+                    run, graph.defs[lane].step, lane=lane), abortable=False)
             elif d is None:
                 await self._compensate(run, _spec(run))
+            elif d.parallel:
+                await branches.run_lanes(run, lambda lane: self._forward(
+                    run, graph.defs[lane].step, lane=lane), abortable=True)
             elif d.step.action is not None:
                 await self._forward(run, d.step)
             else:  # an explicit state: it waits for an outside event, or its timer
@@ -89,53 +89,82 @@ class Runner:
                     if run.deadline_at is None or due < run.deadline_at else
                     f"the saga's deadline of {run.definition.deadline}s passed in {run.state}"))
 
-    async def _forward(self, run: SagaRun, spec: StepSpec) -> None:
+    async def _in_doubt(self, run: SagaRun) -> None:
+        """A saga taken over from a process that stopped: whatever ran in its state (each
+        branch's, in a group) has an unknown outcome; record it before running it again."""
+        graph = run.graph
+        lanes = [x for x in run.pos.lanes if x.status in (kernel.LANE_RUNNING,
+                                                          kernel.LANE_UNDOING)]
+        todo: list[tuple[str, int, str | None]] = [(x.name, x.attempt + 1, x.name)
+                                                   for x in lanes]
+        for name, attempt, lane in todo or [(_spec(run).name, run.pos.attempt + 1, None)]:
+            spec = graph.defs[name].step
+            if (spec.action if run.state in graph.defs else spec.compensation) is None:
+                continue
+            await self.fire(run, Trigger.RETRY_UNKNOWN, step=name, attempt=attempt, lane=lane,
+                            error=f"outcome unknown: the process running attempt {attempt} "
+                                  "stopped before it was recorded")
+
+    async def _forward(self, run: SagaRun, spec: StepSpec, *, lane: str | None = None
+                       ) -> None:
+        """Try a step's action as its policy says, then commit what came of it (a branch of
+        a group: as long as its group still waits for it)."""
+        mine: list[Any] = []  # what the action publishes, for the commit of its success
+        doubt = run.pos.in_doubt
         attempt = run.pos.attempt + 1
+        if lane is not None:
+            (me,) = (x for x in run.pos.lanes if x.name == lane)
+            attempt, doubt = me.attempt + 1, me.in_doubt
         limit = spec.retry.attempts if spec.retry.attempts > attempt else attempt
         while run.abort is None:
             timeout, deadline_bound = spec.timeout, False
             if run.deadline_at is not None:
                 left = run.deadline_at - self.clock.time()
                 if left <= 0:
-                    await self._deadline(run, spec.name, attempt, None)
+                    await self._deadline(run, spec.name, attempt, None, lane)
                     return
                 if timeout is None or left < timeout:
                     timeout, deadline_bound = left, True
-            run.outbox = []  # what this attempt publishes leaves only if it succeeds
-            ctx = run.context(spec.name, attempt=attempt)
+            mine.clear()  # what this attempt publishes leaves only if it succeeds
+            ctx = run.context(spec.name, attempt=attempt, outbox=mine)
             assert spec.action is not None
             with telemetry.attempt_span(False, run.definition.name, run.saga_id, spec.name,
                                         attempt) as span:
-                out = await self._attempt_once(run, spec.action, ctx, timeout, spec.is_async)
+                out = await self._attempt_once(run, spec.action, ctx, timeout, spec.is_async,
+                                               abortable=lane is None)
                 span.outcome(telemetry.outcome_of(out.exc, out.unknown))
             if out.exc is None:
-                await self._succeeded(run, spec, attempt, out)
+                await self._succeeded(run, spec, attempt, out, lane, mine)
                 return
-            run.outbox = []
+            mine.clear()
             if run.abort is not None:
                 return  # the attempt was aborted: `drive` fires the abort
             assert out.exc is not None
             if isinstance(out.exc, TimeoutError):
                 out.unknown = True
                 if deadline_bound:
-                    await self._deadline(run, spec.name, attempt, out.duration)
+                    await self._deadline(run, spec.name, attempt, out.duration, lane)
                     return
             error = out.error or describe(out.exc)
             run.log.info("saga.attempt_failed", step=spec.name, attempt=attempt,
                          exc_info=out.exc)
             if attempt >= limit or not _retryable(spec.retry, out.exc):
-                unknown = out.unknown or run.pos.in_doubt
+                unknown = out.unknown or doubt
                 await self.fire(run, Trigger.TIMEOUT if unknown else Trigger.FAIL,
                                 step=spec.name, attempt=attempt, duration=out.duration,
+                                lane=lane,
                                 error=f"step {spec.name!r} failed on attempt {attempt}: {error}")
                 return
-            await self.fire(run, Trigger.RETRY_UNKNOWN if out.unknown else Trigger.RETRY,
-                            step=spec.name, attempt=attempt, duration=out.duration, error=error)
-            await self._backoff(run, spec.retry, attempt)
+            doubt = doubt or out.unknown
+            if not await self.fire(run, Trigger.RETRY_UNKNOWN if out.unknown else Trigger.RETRY,
+                                   step=spec.name, attempt=attempt, duration=out.duration,
+                                   error=error, lane=lane):
+                return  # a branch whose group no longer waits for it
+            await self._backoff(run, spec.retry, attempt, abortable=lane is None)
             attempt += 1
 
     async def _succeeded(self, run: SagaRun, spec: StepSpec, attempt: int,
-                         out: _Outcome) -> None:
+                         out: _Outcome, lane: str | None, messages: list[Any]) -> None:
         """The action returned: store its result (as JSON, once) and take the way on."""
         name = spec.name
         try:
@@ -143,16 +172,22 @@ class Runner:
                            step=name, root="result")
         except InvalidSagaData as exc:
             await self.fire(run, Trigger.INVALID_RESULT, step=name, attempt=attempt,
-                            duration=out.duration, error=f"{exc}; the action ran, so it is "
-                                                         "compensated too")
+                            duration=out.duration, lane=lane,
+                            error=f"{exc}; the action ran, so it is compensated too")
             return
         value = None if text == "null" else from_json(text)
+        if lane is not None:  # the kernel decides whether the group goes on
+            await self.fire(run, Trigger.SUCCEED, step=name, attempt=attempt, lane=lane,
+                            duration=out.duration, result=text, value=value,
+                            messages=messages)
+            return
         run.results[name] = value  # guards see it; a compensation too, if it comes to that
         try:
             edge = await self._route(run, Trigger.SUCCEED, value)
             if edge is not None:
                 await self.fire(run, Trigger.SUCCEED, edge=edge, step=name, attempt=attempt,
-                                duration=out.duration, result=text, value=value, strict=True)
+                                duration=out.duration, result=text, value=value, strict=True,
+                                messages=messages)
                 return
             error = (f"step {name!r} succeeded but no transition out of it accepted the "
                      "result (every guard on its 'succeed' transitions said no): compensating "
@@ -172,21 +207,27 @@ class Runner:
                                  lambda state: run.context(state, event=event, result=value))
 
     async def _deadline(self, run: SagaRun, step: str, attempt: int | None,
-                        duration: float | None) -> None:
+                        duration: float | None, lane: str | None = None) -> None:
         """The saga's deadline passed in `step`: its outcome is unknown, compensate it too."""
         run.log.info("saga.deadline", step=step, attempt=attempt)
         await self.fire(run, Trigger.TIMEOUT, step=step, attempt=attempt, duration=duration,
-                        error=f"the saga's deadline of {run.definition.deadline}s passed "
-                              f"during step {step!r}")
+                        lane=lane, error=f"the saga's deadline of {run.definition.deadline}s "
+                                         f"passed during step {step!r}")
 
-    async def _compensate(self, run: SagaRun, spec: StepSpec) -> None:
+    async def _compensate(self, run: SagaRun, spec: StepSpec, *, lane: str | None = None
+                          ) -> None:
+        """Undo a step as its compensation policy says; give up (stuck) when it runs out."""
+        mine: list[Any] = []
         attempt = run.pos.attempt + 1
+        if lane is not None:
+            attempt = next(x.attempt for x in run.pos.lanes if x.name == lane) + 1
         policy: Retry = spec.compensation_retry
         limit = max(policy.attempts, attempt)
         assert spec.compensation is not None
         while True:
-            run.outbox = []
-            ctx = run.context(spec.name, attempt=attempt, result=run.results.get(spec.name))
+            mine.clear()
+            ctx = run.context(spec.name, attempt=attempt, result=run.results.get(spec.name),
+                              outbox=mine)
             timeout = spec.timeout if spec.action is not None else None
             with telemetry.attempt_span(True, run.definition.name, run.saga_id, spec.name,
                                         attempt) as span:
@@ -195,9 +236,10 @@ class Runner:
                 span.outcome(telemetry.outcome_of(out.exc, out.unknown))
             if out.exc is None:  # done, or (choreography) its command is on its way
                 await self.fire(run, Trigger.SUCCEED if spec.confirm is None else Trigger.SENT,
-                                step=spec.name, attempt=attempt, duration=out.duration)
+                                step=spec.name, attempt=attempt, duration=out.duration,
+                                lane=lane, messages=mine)
                 return
-            run.outbox = []
+            mine.clear()
             error = describe(out.exc)
             run.log.info("saga.compensation_failed", step=spec.name, attempt=attempt,
                          exc_info=out.exc)
@@ -205,21 +247,25 @@ class Runner:
                 stuck = _stuck(run, f" after {attempt} attempt{'s' if attempt > 1 else ''}: "
                                     f"{error}; fix what makes the {spec.name!r} compensation "
                                     "fail")
-                await self.fire(run, Trigger.FAIL, step=spec.name, attempt=attempt,
-                                duration=out.duration, error=stuck)
-                run.log.error("saga.stuck", step=spec.name, state=FAILED, error=stuck)
+                if await self.fire(run, Trigger.FAIL, step=spec.name, attempt=attempt,
+                                   duration=out.duration, error=stuck, lane=lane):
+                    run.log.error("saga.stuck", step=spec.name, state=FAILED, error=stuck)
                 return
-            await self.fire(run, Trigger.RETRY_UNKNOWN if isinstance(out.exc, TimeoutError)
-                            else Trigger.RETRY, step=spec.name, attempt=attempt,
-                            duration=out.duration, error=error)
-            await self._backoff(run, policy, attempt)
+            if not await self.fire(run, Trigger.RETRY_UNKNOWN if isinstance(
+                    out.exc, TimeoutError) else Trigger.RETRY, step=spec.name,
+                    attempt=attempt, duration=out.duration, error=error, lane=lane):
+                return
+            await self._backoff(run, policy, attempt, abortable=False)
             attempt += 1
 
-    async def _backoff(self, run: SagaRun, policy: Retry, attempt: int) -> None:
+    async def _backoff(self, run: SagaRun, policy: Retry, attempt: int, *,
+                       abortable: bool = True) -> None:
         delay = policy.delay(attempt)
         if run.deadline_at is not None and run.state in run.graph.defs:
             delay = max(0.0, min(delay, run.deadline_at - self.clock.time()))
-        if delay > 0:
+        if delay > 0 and not abortable:
+            await self.clock.sleep(delay)
+        elif delay > 0:
             run.interruptible = True
             try:
                 await self.clock.sleep(delay)
@@ -240,7 +286,8 @@ class Runner:
         """
         clock = self.clock
         start = clock.monotonic()
-        run.interruptible = abortable
+        if abortable:
+            run.interruptible = True
         try:
             call = func(ctx) if is_async else clock.run_sync(func, ctx)
             result = await (call if timeout is None else clock.wait_for(call, timeout))
@@ -255,7 +302,8 @@ class Runner:
         except Exception as exc:
             return _Outcome(clock.monotonic() - start, exc=exc)
         finally:
-            run.interruptible = False
+            if abortable:
+                run.interruptible = False
         return _Outcome(clock.monotonic() - start, result=result)
 
     async def fire(
@@ -273,6 +321,8 @@ class Runner:
         reason: str | None = None,
         inbox: str | None = None,
         strict: bool = False,
+        lane: str | None = None,
+        messages: list[Any] | None = None,
     ) -> bool:
         """Make the move the kernel decides for `event` and commit it; False if none.
 
@@ -281,21 +331,37 @@ class Runner:
         committed (`strict`), or is logged and the move goes on (a walk back, which must).
         """
         name = str(event) if isinstance(event, str) else event.type  # a Trigger as its text
-        move = kernel.decide(run.graph, run.pos, name, edge, error)
+        if lane is not None and run.lock is not None:  # a branch: one commit at a time
+            async with run.lock:
+                move = kernel.decide(run.graph, run.pos, name, edge, error, lane)
+                if move is None:
+                    return False  # its group no longer waits for it
+                await self.commit(run, move, step=step, attempt=attempt, duration=duration,
+                                  error=error, result=result, value=value, messages=messages)
+                return True
+        move = kernel.decide(run.graph, run.pos, name, edge, error, lane)
         if move is None:
             return False
         calls = kernel.callbacks(run.graph, move)
         if calls:
-            await hooks.run_callbacks(calls, event, lambda state: run.context(state, event=event),
-                                      strict=strict or move.kind is Kind.FORWARD, log=run.log)
+            try:
+                await hooks.run_callbacks(calls, event,
+                                          lambda state: run.context(state, event=event),
+                                          strict=strict or move.kind is Kind.FORWARD,
+                                          log=run.log)
+            except HookFailed:
+                run.outbox = []  # what the failed move's hooks published does not leave
+                raise
         await self.commit(run, move, step=step, attempt=attempt, duration=duration,
-                          error=error, result=result, value=value, reason=reason, inbox=inbox)
+                          error=error, result=result, value=value, reason=reason, inbox=inbox,
+                          messages=messages)
         return True
 
     async def commit(self, run: SagaRun, move: kernel.Move, *, step: str | None = None,
                      attempt: int | None = None, duration: float | None = None,
                      error: str | None = None, result: str | None = None, value: Any = None,
-                     reason: str | None = None, inbox: str | None = None) -> None:
+                     reason: str | None = None, inbox: str | None = None,
+                     messages: list[Any] | None = None) -> None:
         """Write `move` (built by the kernel) to the store, then take it in memory."""
         graph = run.graph
         now = self.clock.time()
@@ -306,7 +372,7 @@ class Runner:
             error=error and storable_text(error), duration=duration,
             reason=reason and storable_text(reason),
             worker=self.owner, result=result, owner=self.owner, lease_until=now + self.lease,
-            messages=run.outbox, inbox=inbox,
+            messages=[*messages, *run.outbox] if messages else run.outbox, inbox=inbox,
             wake_at=kernel.due(graph, move.dest, entered, run.deadline_at))
         try:
             abort = await self.store.commit(commit)
@@ -316,6 +382,8 @@ class Runner:
                 run.results.pop(step, None)
             raise
         run.revision += 1
+        if result is not None and step is not None:
+            run.results[step] = value
         run.apply(move, transition, entered)
         if move.dest in TERMINALS:
             telemetry.saga_ended(run.definition.name, move.dest)

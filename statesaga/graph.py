@@ -99,6 +99,13 @@ class StateDef:
     step: StepSpec
     on_enter: Callable[..., Any] | None = None
     on_exit: Callable[..., Any] | None = None
+    parallel: bool = False  # a parallel group: its branches are the steps naming it
+    group: str | None = None  # the parallel group this step is a branch of
+
+    @property
+    def runs(self) -> bool:
+        """Does a saga in this state run something of its own (a step, or a group's)?"""
+        return self.step.action is not None or self.parallel
 
 
 @attrs.frozen
@@ -122,6 +129,7 @@ class Graph:
     statuses: Mapping[str, SagaStatus]  # the coarse status of a saga in each state
     replies: Mapping[str, tuple[str, str | None]]  # a mirror whose command is confirmed:
     # (the event that confirms it, the one that refuses it)
+    lanes: Mapping[str, tuple[str, ...]]  # a parallel group -> its branches, in order
 
     @property
     def initial(self) -> str:
@@ -140,6 +148,10 @@ def compile_graph(
 ) -> tuple[Graph | None, list[str]]:
     """Check the definition and build its graph; returns (graph, []) or (None, every problem)."""
     errors = list(problems)
+    everything = {d.name: d for d in defs}
+    lanes = {d.name: tuple(b.name for b in defs if b.group == d.name)
+             for d in defs if d.parallel}
+    defs = [d for d in defs if d.group is None]  # the chain: branches live in their group
     by_name = {d.name: d for d in defs}
     forward = tuple(by_name)
     if not forward:
@@ -147,6 +159,9 @@ def compile_graph(
                       "`machine.add_state(...)`")
         return None, errors
     edges = list(edges) + _auto_links(defs, edges)
+    errors += _check_groups(lanes, edges)
+    branches = {b for bs in lanes.values() for b in bs}
+    edges = [e for e in edges if e.source not in branches and e.dest not in branches]
     edge_errors = _check_edges(by_name, edges)
     errors += [msg for _, msg in edge_errors]
     bad = {id(e) for e, _ in edge_errors}
@@ -158,7 +173,9 @@ def compile_graph(
     errors += _check_shape(forward, succ, edges, by_name)
     if errors:
         return None, errors
-    undoable = frozenset(s for s in forward if by_name[s].step.compensation is not None)
+    undoable = frozenset(
+        s for s in forward if by_name[s].step.compensation is not None
+        or any(everything[b].step.compensation is not None for b in lanes.get(s, ())))
     near = _nearest_compensable(forward, succ, undoable)
     transitions = _all_transitions(forward, edges, near, by_name, undoable)
     mirrors = tuple(mirror(s) for s in forward if s in undoable)
@@ -166,25 +183,27 @@ def compile_graph(
     for e in edges:
         routes[(e.source, e.event)] = (*routes.get((e.source, e.event), ()), e)
     graph = Graph(name=name, forward=forward, states=forward + mirrors + TERMINALS,
-                  transitions=tuple(transitions), defs=by_name, edges=tuple(edges),
+                  transitions=tuple(transitions), defs=everything, edges=tuple(edges),
                   version=_version(name, by_name, transitions),
                   kinds={(t.source, t.event, t.dest): t.kind for t in transitions},
                   routes=routes, undoable=undoable, undoes={mirror(s): s for s in undoable},
                   straight=_straight(forward, succ, undoable),
                   hooked=frozenset(d.name for d in defs if d.on_enter or d.on_exit),
-                  waiting=frozenset(d.name for d in defs if d.step.action is None),
+                  waiting=frozenset(d.name for d in defs if not d.runs),
                   statuses={s: status_of(s) for s in forward + mirrors + TERMINALS},
                   replies={mirror(d.name): (d.step.confirm, d.step.refuse) for d in defs
-                           if d.name in undoable and d.step.confirm is not None})
+                           if d.name in undoable and d.step.confirm is not None},
+                  lanes=lanes)
     return graph, []
 
 
 def _auto_links(defs: Sequence[StateDef], edges: Sequence[Edge]) -> list[Edge]:
     """A step with no declared `succeed` transition goes on to the next state, or completes."""
     declared = {e.source for e in edges if e.event == SUCCEED}
+    defs = [d for d in defs if d.group is None]  # a group's branches end with their group
     links = []
     for i, d in enumerate(defs):
-        if d.step.action is not None and d.name not in declared:
+        if d.runs and d.name not in declared:
             dest = defs[i + 1].name if i + 1 < len(defs) else COMPLETED
             links.append(Edge(d.name, dest, SUCCEED))
     return links
@@ -247,13 +266,30 @@ def _check_shape(
             errors.append(f"state {s!r} has no path to 'completed': add a transition from it "
                           "(an explicit graph ends by transitioning into 'completed')")
     automatic = {s: [e.dest for e in edges if e.source == s and e.dest in by_name
-                     and by_name[s].step.action is not None and e.event == SUCCEED]
+                     and by_name[s].runs and e.event == SUCCEED]
                  for s in forward}
     cycle = _find_cycle(forward, automatic)
     if cycle:
         errors.append("steps form a loop with no event in it: " + " -> ".join(cycle) +
                       " would run forever; a loop must pass through a state that waits for "
                       "an event (add_state), or repeat work with Retry instead")
+    return errors
+
+
+def _check_groups(lanes: Mapping[str, tuple[str, ...]], edges: Sequence[Edge]) -> list[str]:
+    """A branch is a step of its own: nothing declared leads into or out of it, and its
+    group goes on by itself (no guarded exit: every branch's result is the group's)."""
+    errors = []
+    branches = {b: g for g, bs in lanes.items() for b in bs}
+    for e in edges:
+        for end in (e.source, e.dest):
+            if end in branches:
+                errors.append(f"transition {e.source!r} -> {e.dest!r}: {end!r} is a branch of "
+                              f"parallel group {branches[end]!r}; a branch runs with its group, "
+                              "so connect the group instead")
+        if e.source in lanes and e.checks:
+            errors.append(f"parallel group {e.source!r} cannot have a guarded exit: it goes on "
+                          "when every branch succeeded; guard the step after it instead")
     return errors
 
 
@@ -346,15 +382,18 @@ def _all_transitions(
     for s in forward:
         d = by_name[s]
         own = [s] if s in undoable else near[s]
-        out += [TransitionInfo(s, mirror(x), FAIL, Kind.FAILURE) for x in near[s]]
+        failing = near[s] + ([s] if d.parallel and s in undoable else [])  # a branch done
+        out += [TransitionInfo(s, mirror(x), FAIL, Kind.FAILURE) for x in failing]
         undo_events: list[str] = [TIMEOUT, ABORT]
-        if d.step.action is not None:
+        if d.parallel:
+            out += [TransitionInfo(s, s, SUCCEED, Kind.LANE)]
+        if d.runs:
             undo_events.append(Trigger.INVALID_RESULT)
             if s in guarded:
                 undo_events.append(Trigger.NO_ROUTE)
         out += [TransitionInfo(s, mirror(x), ev, Kind.UNKNOWN) for ev in undo_events
                 for x in own]
-        if d.step.action is not None:
+        if d.runs:
             out += [TransitionInfo(s, s, RETRY, Kind.RETRY),
                     TransitionInfo(s, s, RETRY_UNKNOWN, Kind.RETRY)]
     for s in forward:
@@ -362,6 +401,8 @@ def _all_transitions(
             continue
         m = mirror(s)
         out += [TransitionInfo(m, mirror(x), SUCCEED, Kind.MIRROR) for x in near[s]]
+        if by_name[s].parallel:
+            out += [TransitionInfo(m, m, SUCCEED, Kind.LANE)]
         confirm, refuse = by_name[s].step.confirm, by_name[s].step.refuse
         if confirm is not None:
             out += [TransitionInfo(m, m, Trigger.SENT, Kind.RETRY)]

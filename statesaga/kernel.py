@@ -34,6 +34,19 @@ _RETRIES = (Trigger.RETRY, Trigger.RETRY_UNKNOWN)
 _TERMINALS = frozenset((COMPLETED, COMPENSATED, FAILED))
 
 
+class Lane(NamedTuple):
+    """One branch of a parallel group: how far it got, and its attempts."""
+
+    name: str
+    status: str  # one of the LANE_* values
+    attempt: int = 0
+    in_doubt: bool = False
+
+
+LANE_RUNNING, LANE_DONE, LANE_FAILED = "running", "done", "failed"
+LANE_UNDOING, LANE_UNDONE, LANE_SKIPPED = "undoing", "undone", "skipped"
+
+
 class Position(NamedTuple):
     """Where a saga stands, as far as the rules care."""
 
@@ -43,6 +56,7 @@ class Position(NamedTuple):
     in_doubt: bool = False  # one of them has an unknown outcome
     cause: str | None = None  # the error that made the saga walk back
     error: str | None = None  # the saga's error, as its record shows it
+    lanes: tuple[Lane, ...] = ()  # in a parallel group (or its compensation): its branches
 
 
 class Move(NamedTuple):
@@ -76,14 +90,17 @@ def candidates(graph: Graph, state: str, event: str) -> tuple[Edge, ...]:
 
 
 def decide(graph: Graph, pos: Position, event: str, edge: Edge | None = None,
-           error: str | None = None) -> Move | None:
-    """The move `event` makes from `pos` (through `edge`, a candidate whose guards passed);
-    None when nothing moves (the event is ignored there). `error`: why, for a failure."""
+           error: str | None = None, lane: str | None = None) -> Move | None:
+    """The move `event` makes from `pos` (through `edge`, a candidate whose guards passed;
+    for `lane`, a branch of the parallel group it is in); None when nothing moves (the
+    event is ignored there). `error`: why, for a failure."""
     state = pos.state
+    if state in graph.lanes or graph.undoes.get(state) in graph.lanes:
+        return _decide_group(graph, pos, event, error, lane)
     if edge is not None:
         kind = Kind.FAILURE if edge.dest == COMPENSATED else Kind.FORWARD
         return advance(graph, pos, event, kind, None if kind is Kind.FAILURE else edge.dest,
-                     error, edge)
+                       error, edge)
     if state in graph.undoes:  # a compensation state
         confirm, refuse = graph.replies.get(state, (None, None))
         if event == Trigger.SUCCEED or (event == confirm and pos.attempt):
@@ -109,28 +126,78 @@ def decide(graph: Graph, pos: Position, event: str, edge: Edge | None = None,
     return None
 
 
+def _decide_group(graph: Graph, pos: Position, event: str, error: str | None,
+                  lane: str | None) -> Move | None:
+    """A parallel group: each branch moves on its own; the group moves on when all did."""
+    state = pos.state
+    mine = next((x for x in pos.lanes if x.name == lane), None)
+    if state in graph.lanes:  # the branches run
+        if mine is not None and mine.status == LANE_RUNNING:
+            if event == Trigger.SUCCEED:
+                if all(x.status == LANE_DONE for x in pos.lanes if x is not mine):
+                    (edge,) = graph.routes[(state, Trigger.SUCCEED)]
+                    return advance(graph, pos, event, Kind.FORWARD, edge.dest, None, edge)
+                return advance(graph, pos, event, Kind.LANE, state, None, lane=lane)
+            if event in _RETRIES:
+                return advance(graph, pos, event, Kind.RETRY, state, error, lane=lane)
+        if event == Trigger.FAIL and (mine is None or mine.status == LANE_RUNNING):
+            return advance(graph, pos, event, Kind.FAILURE, None, error, lane=lane)
+        if event in UNDO_SOURCE and (mine is None or mine.status == LANE_RUNNING):
+            return advance(graph, pos, event, Kind.UNKNOWN, None, error, lane=lane)
+        return None
+    if mine is None or mine.status != LANE_UNDOING:  # the compensations run
+        return None
+    if event == Trigger.SUCCEED:
+        if all(x.status != LANE_UNDOING for x in pos.lanes if x is not mine):
+            return advance(graph, pos, event, Kind.MIRROR, None, None, lane=lane)
+        return advance(graph, pos, event, Kind.LANE, state, None, lane=lane)
+    if event == Trigger.FAIL:
+        return advance(graph, pos, event, Kind.STUCK, FAILED, error, lane=lane)
+    if event in _RETRIES:
+        return advance(graph, pos, event, Kind.RETRY, state, error, lane=lane)
+    return None
+
+
 def ignore(pos: Position, event: str) -> Move:
     """An event with no transition from the saga's state: recorded, nothing moves."""
     return Move(pos.state, pos.state, event, Kind.IGNORED, pos)
 
 
 def advance(graph: Graph, pos: Position, event: str, kind: Kind, dest: str | None,
-            error: str | None, edge: Edge | None = None) -> Move:
+            error: str | None, edge: Edge | None = None, lane: str | None = None) -> Move:
     """The move of `kind` from `pos` (to `dest`, or None: down the undo stack).
 
     The one place the undo stack moves: a completed or in-doubt compensable state is
     pushed, a succeeded compensation popped, and a walk back goes to the mirror of the
-    newest entry left (`compensated` when none is).
+    newest entry left (`compensated` when none is). A parallel group is one entry: its
+    compensation undoes the branches that may have happened, all at once.
     """
     state = pos.state
+    grouped = pos.lanes and lane is not None
     if kind is Kind.RETRY:
+        if grouped:
+            return Move(state, state, event, kind, pos._replace(lanes=_lane(
+                pos.lanes, lane, attempt=1, doubt=event == Trigger.RETRY_UNKNOWN)))
         return Move(state, state, event, kind, pos._replace(
             attempt=pos.attempt + 1, in_doubt=pos.in_doubt or event == Trigger.RETRY_UNKNOWN))
     if kind is Kind.IGNORED:
         return Move(state, state, event, kind, pos)
+    if kind is Kind.LANE:
+        status = LANE_UNDONE if state in graph.undoes else LANE_DONE
+        return Move(state, state, event, kind, pos._replace(
+            lanes=_lane(pos.lanes, lane, status=status)))
     undo, cause = pos.undo, pos.cause
+    carried: tuple[Lane, ...] = ()
     if kind is Kind.FORWARD or kind is Kind.UNKNOWN:
-        if state in graph.undoable:
+        if state in graph.lanes and kind is Kind.UNKNOWN:
+            carried = _to_undo(graph, pos.lanes, None)
+            if carried:
+                undo = (*undo, state)
+        elif state in graph.undoable:
+            undo = (*undo, state)
+    elif kind is Kind.FAILURE and state in graph.lanes:
+        carried = _to_undo(graph, pos.lanes, lane)
+        if carried:
             undo = (*undo, state)
     elif kind is Kind.MIRROR:
         undo = undo[:-1]
@@ -138,20 +205,58 @@ def advance(graph: Graph, pos: Position, event: str, kind: Kind, dest: str | Non
         cause = error
     if dest is None:
         dest = mirror(undo[-1]) if undo else COMPENSATED
+    lanes = _lanes_entering(graph, dest, carried, pos.lanes if kind is Kind.RESUME else ())
     if kind is Kind.STUCK:
-        after = Position(dest, undo, 0, False, cause, error)
+        after = Position(dest, undo, 0, False, cause, error, pos.lanes)
     elif kind in _WALKS_BACK:
-        after = Position(dest, undo, 0, False, cause, cause)
+        after = Position(dest, undo, 0, False, cause, cause, lanes)
     else:
-        after = Position(dest, undo, 0, False, cause, pos.error)
+        after = Position(dest, undo, 0, False, cause, pos.error, lanes)
     return Move(state, dest, event, kind, after, edge)
+
+
+def _lane(lanes: tuple[Lane, ...], name: str | None, *, status: str | None = None,
+          attempt: int = 0, doubt: bool = False) -> tuple[Lane, ...]:
+    """`lanes` with branch `name` moved on: a new status, or one more attempt."""
+    return tuple(
+        x if x.name != name else
+        Lane(x.name, status, 0, False) if status is not None else
+        Lane(x.name, x.status, x.attempt + attempt, x.in_doubt or doubt) for x in lanes)
+
+
+def _to_undo(graph: Graph, lanes: tuple[Lane, ...], failed: str | None) -> tuple[Lane, ...]:
+    """A group that fails: the branches done or still running may have happened (a running
+    one is cancelled: its outcome is unknown) and are undone; the one that failed is not.
+    Empty when none of them has anything to undo."""
+    out = tuple(Lane(x.name, LANE_UNDOING if (
+        x.name != failed and x.status in (LANE_DONE, LANE_RUNNING)
+        and graph.defs[x.name].step.compensation is not None) else LANE_SKIPPED)
+        for x in lanes)
+    return out if any(x.status == LANE_UNDOING for x in out) else ()
+
+
+def _lanes_entering(graph: Graph, dest: str, carried: tuple[Lane, ...],
+                    stuck: tuple[Lane, ...]) -> tuple[Lane, ...]:
+    """The branches a saga entering `dest` has: all running in a group; in a group's
+    compensation, those the failure carried, those a stuck one left, or else all."""
+    if dest in graph.lanes:
+        return tuple(Lane(b, LANE_RUNNING) for b in graph.lanes[dest])
+    group = graph.undoes.get(dest)
+    if group is None or group not in graph.lanes:
+        return ()
+    if carried:
+        return carried
+    if stuck:
+        return tuple(x._replace(attempt=0) for x in stuck)
+    return tuple(Lane(b, LANE_UNDOING if graph.defs[b].step.compensation is not None
+                      else LANE_SKIPPED) for b in graph.lanes[group])
 
 
 def replay(graph: Graph, history: Sequence[Transition]) -> Position:
     """The position a stored history leaves a saga in (each transition's recorded kind)."""
     pos = Position(history[0].dest) if history else Position(graph.initial)
     for t in history[1:]:
-        pos = advance(graph, pos, t.event, t.kind, t.dest, t.error).after
+        pos = advance(graph, pos, t.event, t.kind, t.dest, t.error, lane=t.step).after
     return pos
 
 

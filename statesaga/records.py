@@ -28,6 +28,7 @@ class Kind(enum.StrEnum):
     RESUME = "resume"  # a person retries the stuck compensation
     RETRY = "retry"  # another attempt in the same state
     IGNORED = "ignored"  # an event with no transition from the state: recorded, no move
+    LANE = "lane"  # one branch of a parallel group succeeded (or was undone): the group waits
 
 
 class Trigger(enum.StrEnum):
@@ -105,6 +106,8 @@ def classify(source: str | None, event: str, dest: str, reason: str | None) -> K
             return Kind.MIRROR
     if source == dest and reason is not None and reason.startswith(("ignored", "rejected")):
         return Kind.IGNORED
+    if source == dest and event == Trigger.SUCCEED:
+        return Kind.LANE
     if source in TERMINALS:
         return Kind.IGNORED
     if event in _UNDO_SOURCE:

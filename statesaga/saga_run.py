@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -16,9 +17,28 @@ from .records import Kind, SagaRecord, SagaStatus, Transition, status_of
 class SagaRun:
     """One saga in this process: its position, data, results and history as committed."""
 
-    __slots__ = ("abort", "created_at", "data", "deadline_at", "definition", "entered_at",
-                 "fence", "graph", "history", "interruptible", "log", "outbox", "pending",
-                 "pos", "results", "revision", "saga_id", "state", "stored_data")
+    __slots__ = (
+        "abort",
+        "created_at",
+        "data",
+        "deadline_at",
+        "definition",
+        "entered_at",
+        "fence",
+        "graph",
+        "history",
+        "interruptible",
+        "lock",
+        "log",
+        "outbox",
+        "pending",
+        "pos",
+        "results",
+        "revision",
+        "saga_id",
+        "state",
+        "stored_data",
+    )
 
     def __init__(self, definition: SagaStateMachine, record: SagaRecord) -> None:
         self.definition = definition
@@ -39,17 +59,20 @@ class SagaRun:
         self.abort: str | None = None
         self.interruptible = False
         self.outbox: list[Any] = []  # messages published for the next commit
+        self.lock: asyncio.Lock | None = None  # while a group's branches commit one by one
         self.log: Any = _log.bind(saga_id=record.saga_id, saga=definition.name)
         self.pos = kernel.replay(self.graph, self.history)._replace(error=record.error)
         self.state = self.pos.state  # the same as pos.state: read on every turn of the loop
         self.entered_at = _entered(self.history, record.created_at)
 
-    def context(self, step: str, *, attempt: int = 1, result: Any = None, event: Any = None
-                ) -> StepContext:
-        """The context one call of the saga's code gets; what it publishes joins the commit."""
+    def context(self, step: str, *, attempt: int = 1, result: Any = None, event: Any = None,
+                outbox: list[Any] | None = None) -> StepContext:
+        """The context one call of the saga's code gets; what it publishes joins the commit
+        (the saga's, or a branch's own `outbox`)."""
         return StepContext(self.saga_id, step, self.data, self.results, attempt=attempt,
-                           result=result, name=self.definition.name, outbox=self.outbox,
-                           event=event, fence=self.fence)
+                           result=result, name=self.definition.name,
+                           outbox=self.outbox if outbox is None else outbox, event=event,
+                           fence=self.fence)
 
     def apply(self, move: kernel.Move, transition: Transition, at: float) -> None:
         """Take a committed move: the saga is where the store says it is."""

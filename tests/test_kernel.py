@@ -223,3 +223,121 @@ def test_replaying_a_recorded_history_gives_back_the_position_the_moves_made(
         pos = move.after
         assert pos == replay(graph, history)
     assert set(pos.undo) <= graph.undoable
+
+
+def trip() -> SagaStateMachine:
+    """reserve (undoable), then flight, hotel (undoable) and car (not) at once, then charge."""
+    m = SagaStateMachine("parallel_trip")
+    m.step("reserve", noop, compensation=noop)
+    with m.parallel("book"):
+        m.step("flight", noop, compensation=noop)
+        m.step("hotel", noop, compensation=noop)
+        m.step("car", noop)
+    m.step("charge", noop, compensation=noop)
+    return m.validate()
+
+
+def play(m: SagaStateMachine, pos: Position, *moves: tuple[str, str | None]) -> Position:
+    for event, lane in moves:
+        edges = candidates(m.graph, pos.state, event)
+        move = decide(m.graph, pos, event, edges[0] if edges and lane is None else None,
+                      error=f"{event} {lane}", lane=lane)
+        assert move is not None, (event, lane, pos)
+        pos = move.after
+    return pos
+
+
+def statuses(pos: Position) -> dict[str, str]:
+    return {lane.name: lane.status for lane in pos.lanes}
+
+
+def test_entering_a_group_starts_every_branch() -> None:
+    pos = play(trip(), Position("reserve"), ("succeed", None))
+    assert ("book", {"flight": "running", "hotel": "running", "car": "running"}) == (
+        pos.state, statuses(pos))
+
+
+def test_the_group_goes_on_once_every_branch_succeeded_whatever_the_order() -> None:
+    m = trip()
+    pos = play(m, Position("reserve"), ("succeed", None), ("succeed", "car"),
+               ("succeed", "flight"))
+    assert ("book", "done") == (pos.state, statuses(pos)["flight"])
+    pos = play(m, pos, ("succeed", "hotel"))
+    assert ("charge", ("reserve", "book"), ()) == (pos.state, pos.undo, pos.lanes)
+
+
+def test_a_failing_branch_undoes_the_done_and_the_running_ones_not_itself() -> None:
+    m = trip()
+    pos = play(m, Position("reserve"), ("succeed", None), ("succeed", "flight"),
+               ("fail", "car"))
+    assert "compensating_book" == pos.state
+    assert {"flight": "undoing", "hotel": "undoing", "car": "skipped"} == statuses(pos)
+    pos = play(m, pos, ("succeed", "hotel"))
+    assert ("compensating_book", "undone") == (pos.state, statuses(pos)["hotel"])
+    pos = play(m, pos, ("succeed", "flight"))
+    assert ("compensating_reserve", ("reserve",)) == (pos.state, pos.undo)
+
+
+def test_a_branch_that_failed_alone_with_nothing_else_done_walks_straight_back() -> None:
+    m = SagaStateMachine("two")
+    m.step("first", noop, compensation=noop)
+    with m.parallel("g"):
+        m.step("x", noop, compensation=noop)
+        m.step("y", noop)
+    m.validate()
+    pos = play(m, Position("first"), ("succeed", None), ("succeed", "y"), ("fail", "x"))
+    assert ("compensating_first", ("first",)) == (pos.state, pos.undo)
+
+
+def test_a_timed_out_branch_is_undone_too() -> None:
+    m = trip()
+    pos = play(m, Position("reserve"), ("succeed", None), ("timeout", "hotel"))
+    assert {"flight": "undoing", "hotel": "undoing", "car": "skipped"} == statuses(pos)
+
+
+def test_retries_count_per_branch() -> None:
+    m = trip()
+    pos = play(m, Position("reserve"), ("succeed", None), ("retry", "hotel"),
+               ("retry_unknown", "hotel"))
+    hotel = next(x for x in pos.lanes if x.name == "hotel")
+    assert (2, True) == (hotel.attempt, hotel.in_doubt)
+
+
+def test_a_stuck_branch_compensation_resumes_with_only_what_is_left() -> None:
+    m = trip()
+    pos = play(m, Position("reserve"), ("succeed", None), ("succeed", "flight"),
+               ("succeed", "hotel"), ("succeed", "car"), ("fail", None))
+    assert "compensating_book" == pos.state  # charge failed: the whole group is undone
+    pos = play(m, pos, ("succeed", "flight"), ("fail", "hotel"))
+    assert "failed" == pos.state
+    again = decide(m.graph, pos, "retry")
+    assert again is not None
+    assert ("compensating_book", {"flight": "undone", "hotel": "undoing", "car": "skipped"}) == (
+        again.dest, statuses(again.after))
+
+
+def test_an_abort_in_a_group_undoes_every_branch_that_may_have_happened() -> None:
+    m = trip()
+    pos = play(m, Position("reserve"), ("succeed", None), ("succeed", "flight"), ("abort", None))
+    assert {"flight": "undoing", "hotel": "undoing", "car": "skipped"} == statuses(pos)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(("succeed", "fail", "timeout", "retry", "abort")),
+                          st.sampled_from((None, "flight", "hotel", "car"))), max_size=30))
+def test_replaying_a_parallel_saga_gives_back_the_position_the_moves_made(
+        moves: list[tuple[str, str | None]]) -> None:
+    m = trip()
+    graph = m.graph
+    pos = start(graph).after
+    history = [record(graph, start(graph), saga_id="s", revision=1, at=AT)[0]]
+    for event, lane in moves:
+        edges = candidates(graph, pos.state, event)
+        move = decide(graph, pos, event, edges[0] if edges and not pos.lanes else None,
+                      error="x", lane=lane)
+        if move is None:
+            continue
+        history.append(record(graph, move, saga_id="s", revision=2, at=AT, step=lane,
+                              error="x")[0])
+        pos = move.after
+        assert pos == replay(graph, history)
