@@ -20,6 +20,8 @@ async def run_lanes(run: SagaRun, work: Callable[[str], Awaitable[None]], *,
     its state; the branches still running then are cancelled, never in a commit."""
     home = run.state
     names = [x.name for x in run.pos.lanes if x.status in (LANE_RUNNING, LANE_UNDOING)]
+    if not names:  # the kernel moves a group on when its last branch does: never here
+        raise RuntimeError(f"saga {run.saga_id!r} is in {home} with no branch left to run")
     run.lock = asyncio.Lock()
     tasks = [asyncio.ensure_future(work(name)) for name in names]
     run.interruptible = abortable

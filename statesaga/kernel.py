@@ -72,7 +72,9 @@ class Move(NamedTuple):
 
 def start(graph: Graph) -> Move:
     """The move that creates a saga in its initial state."""
-    return Move("", graph.initial, Trigger.START, Kind.START, Position(graph.initial))
+    initial = graph.initial
+    return Move("", initial, Trigger.START, Kind.START,
+                Position(initial, lanes=_lanes_entering(graph, initial, (), ())))
 
 
 def assumed(graph: Graph, state: str) -> Position:
@@ -254,7 +256,7 @@ def _lanes_entering(graph: Graph, dest: str, carried: tuple[Lane, ...],
 
 def replay(graph: Graph, history: Sequence[Transition]) -> Position:
     """The position a stored history leaves a saga in (each transition's recorded kind)."""
-    pos = Position(history[0].dest) if history else Position(graph.initial)
+    pos = start(graph).after
     for t in history[1:]:
         pos = advance(graph, pos, t.event, t.kind, t.dest, t.error, lane=t.step).after
     return pos
