@@ -78,7 +78,8 @@ async def test_the_branches_run_at_once_and_the_next_step_sees_every_result() ->
     record = await Orchestrator().run(m, saga_id="p1")
     assert SagaStatus.COMPLETED is record.status
     starts = [c for c in b.calls if c.startswith("start")]
-    assert 3 == len(starts) and b.calls[:3] == starts  # all started before any ended
+    assert 3 == len(starts)
+    assert b.calls[:3] == starts  # all started before any ended
     assert {"flight": {"booked": "flight"}, "hotel": {"booked": "hotel"},
             "car": {"booked": "car"}} == seen
     assert {"flight", "hotel", "car"} == {t.step for t in record.history
