@@ -96,7 +96,8 @@ async def test_a_failing_branch_cancels_the_running_ones_and_undoes_all_but_itse
     undone = [c for c in b.calls if c.startswith("undo")]
     assert {"undo flight", "undo car"} == set(undone[:2])  # the group's, at once
     assert ["undo reserve"] == undone[2:]  # then the step before it
-    assert "undo hotel" not in b.calls and "undo charge" not in b.calls
+    assert "undo hotel" not in b.calls
+    assert "undo charge" not in b.calls
     assert "hotel refused" in (record.error or "")
     assert record == await saga_store.load("p2")
 
