@@ -110,6 +110,7 @@ class Runner:
         """Try a step's action as its policy says, then commit what came of it (a branch of
         a group: as long as its group still waits for it)."""
         mine: list[Any] = []  # what the action publishes, for the commit of its success
+        home = run.state  # a branch moves only while its group is here
         doubt = run.pos.in_doubt
         attempt = run.pos.attempt + 1
         if lane is not None:
@@ -121,7 +122,7 @@ class Runner:
             if run.deadline_at is not None:
                 left = run.deadline_at - self.clock.time()
                 if left <= 0:
-                    await self._deadline(run, spec.name, attempt, None, lane)
+                    await self._deadline(run, spec.name, attempt, None, lane, home)
                     return
                 if timeout is None or left < timeout:
                     timeout, deadline_bound = left, True
@@ -134,7 +135,7 @@ class Runner:
                                                abortable=lane is None)
                 span.outcome(telemetry.outcome_of(out.exc, out.unknown))
             if out.exc is None:
-                await self._succeeded(run, spec, attempt, out, lane, mine)
+                await self._succeeded(run, spec, attempt, out, lane, mine, home)
                 return
             mine.clear()
             if run.abort is not None:
@@ -143,7 +144,7 @@ class Runner:
             if isinstance(out.exc, TimeoutError):
                 out.unknown = True
                 if deadline_bound:
-                    await self._deadline(run, spec.name, attempt, out.duration, lane)
+                    await self._deadline(run, spec.name, attempt, out.duration, lane, home)
                     return
             error = out.error or describe(out.exc)
             run.log.info("saga.attempt_failed", step=spec.name, attempt=attempt,
@@ -152,19 +153,20 @@ class Runner:
                 unknown = out.unknown or doubt
                 await self.fire(run, Trigger.TIMEOUT if unknown else Trigger.FAIL,
                                 step=spec.name, attempt=attempt, duration=out.duration,
-                                lane=lane,
+                                lane=lane, home=home,
                                 error=f"step {spec.name!r} failed on attempt {attempt}: {error}")
                 return
             doubt = doubt or out.unknown
             if not await self.fire(run, Trigger.RETRY_UNKNOWN if out.unknown else Trigger.RETRY,
                                    step=spec.name, attempt=attempt, duration=out.duration,
-                                   error=error, lane=lane):
+                                   error=error, lane=lane, home=home):
                 return  # a branch whose group no longer waits for it
             await self._backoff(run, spec.retry, attempt, abortable=lane is None)
             attempt += 1
 
     async def _succeeded(self, run: SagaRun, spec: StepSpec, attempt: int,
-                         out: _Outcome, lane: str | None, messages: list[Any]) -> None:
+                         out: _Outcome, lane: str | None, messages: list[Any], home: str
+                         ) -> None:
         """The action returned: store its result (as JSON, once) and take the way on."""
         name = spec.name
         try:
@@ -172,12 +174,13 @@ class Runner:
                            step=name, root="result")
         except InvalidSagaData as exc:
             await self.fire(run, Trigger.INVALID_RESULT, step=name, attempt=attempt,
-                            duration=out.duration, lane=lane,
+                            duration=out.duration, lane=lane, home=home,
                             error=f"{exc}; the action ran, so it is compensated too")
             return
         value = None if text == "null" else from_json(text)
         if lane is not None:  # the kernel decides whether the group goes on
             await self.fire(run, Trigger.SUCCEED, step=name, attempt=attempt, lane=lane,
+                            home=home,
                             duration=out.duration, result=text, value=value,
                             messages=messages)
             return
@@ -207,17 +210,20 @@ class Runner:
                                  lambda state: run.context(state, event=event, result=value))
 
     async def _deadline(self, run: SagaRun, step: str, attempt: int | None,
-                        duration: float | None, lane: str | None = None) -> None:
+                        duration: float | None, lane: str | None = None,
+                        home: str | None = None) -> None:
         """The saga's deadline passed in `step`: its outcome is unknown, compensate it too."""
         run.log.info("saga.deadline", step=step, attempt=attempt)
         await self.fire(run, Trigger.TIMEOUT, step=step, attempt=attempt, duration=duration,
-                        lane=lane, error=f"the saga's deadline of {run.definition.deadline}s "
-                                         f"passed during step {step!r}")
+                        lane=lane, home=home,
+                        error=f"the saga's deadline of {run.definition.deadline}s passed "
+                              f"during step {step!r}")
 
     async def _compensate(self, run: SagaRun, spec: StepSpec, *, lane: str | None = None
                           ) -> None:
         """Undo a step as its compensation policy says; give up (stuck) when it runs out."""
         mine: list[Any] = []
+        home = run.state
         attempt = run.pos.attempt + 1
         if lane is not None:
             attempt = next(x.attempt for x in run.pos.lanes if x.name == lane) + 1
@@ -237,7 +243,7 @@ class Runner:
             if out.exc is None:  # done, or (choreography) its command is on its way
                 await self.fire(run, Trigger.SUCCEED if spec.confirm is None else Trigger.SENT,
                                 step=spec.name, attempt=attempt, duration=out.duration,
-                                lane=lane, messages=mine)
+                                lane=lane, home=home, messages=mine)
                 return
             mine.clear()
             error = describe(out.exc)
@@ -248,12 +254,12 @@ class Runner:
                                     f"{error}; fix what makes the {spec.name!r} compensation "
                                     "fail")
                 if await self.fire(run, Trigger.FAIL, step=spec.name, attempt=attempt,
-                                   duration=out.duration, error=stuck, lane=lane):
+                                   duration=out.duration, error=stuck, lane=lane, home=home):
                     run.log.error("saga.stuck", step=spec.name, state=FAILED, error=stuck)
                 return
             if not await self.fire(run, Trigger.RETRY_UNKNOWN if isinstance(
                     out.exc, TimeoutError) else Trigger.RETRY, step=spec.name,
-                    attempt=attempt, duration=out.duration, error=error, lane=lane):
+                    attempt=attempt, duration=out.duration, error=error, lane=lane, home=home):
                 return
             await self._backoff(run, policy, attempt, abortable=False)
             attempt += 1
@@ -322,6 +328,7 @@ class Runner:
         inbox: str | None = None,
         strict: bool = False,
         lane: str | None = None,
+        home: str | None = None,
         messages: list[Any] | None = None,
     ) -> bool:
         """Make the move the kernel decides for `event` and commit it; False if none.
@@ -333,6 +340,8 @@ class Runner:
         name = str(event) if isinstance(event, str) else event.type  # a Trigger as its text
         if lane is not None and run.lock is not None:  # a branch: one commit at a time
             async with run.lock:
+                if run.state != home:
+                    return False  # its group moved on (failed): it no longer waits for it
                 move = kernel.decide(run.graph, run.pos, name, edge, error, lane)
                 if move is None:
                     return False  # its group no longer waits for it

@@ -39,7 +39,7 @@ from statesaga.stores.urls import open_store
 from statesaga.testing.explore import CrashingStore
 
 LEASE = float(os.environ.get("CRASH_LEASE", "0.5"))
-MACHINE = ledger.build_machine("crash")
+MACHINE = ledger.build_machine("crash", parallel=os.environ.get("CRASH_SHAPE") == "parallel")
 UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 
 

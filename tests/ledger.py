@@ -15,6 +15,7 @@ The saga's `data` drives it: `{"fail_at": "c"}` makes step c raise (before doing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from collections import Counter
@@ -24,7 +25,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
-from statesaga import SagaRecord, SagaStateMachine, SagaStatus, StepContext
+from statesaga import SagaRecord, SagaStateMachine, SagaStatus, StepContext, kernel
+from statesaga.records import Kind
 
 STEPS = ("a", "b", "c")
 IN_DOUBT = ("retry_unknown", "timeout")
@@ -41,7 +43,12 @@ _DDL = (
 )
 _DO = ("INSERT INTO {s}effects (key, saga_id, step, state) VALUES ($1, $2, $3, 'done') "
        "ON CONFLICT (key) DO NOTHING")
-_UNDO = "UPDATE {s}effects SET state = 'undone' WHERE key = $1 AND state = 'done'"
+# An undo with nothing to undo leaves a tombstone: a late action with that key is refused,
+# as a service that honours compensations does (a cancelled step may still land after it).
+# One statement, so that an action committing meanwhile is waited for, then undone.
+_UNDO = ("INSERT INTO {s}effects (key, saga_id, step, state) VALUES ($1, $2, $3, 'tombstone') "
+         "ON CONFLICT (key) DO UPDATE SET state = 'undone' WHERE {s}effects.state = 'done' "
+         "RETURNING state")
 _CALL = ("INSERT INTO {s}calls (saga_id, step, kind, attempt, outcome, pid) "
          "VALUES ($1, $2, $3, $4, $5, $6)")
 _EFFECTS = "SELECT saga_id, step, state FROM {s}effects ORDER BY id"
@@ -54,7 +61,7 @@ class Call:
     step: str
     kind: str  # "do" or "undo"
     attempt: int
-    outcome: str  # do: "done" or "raised"; undo: "undone" or "nothing" (nothing to undo)
+    outcome: str  # do: "done", "raised" or "refused" (undone before); undo: "undone", "nothing"
     pid: int
 
 
@@ -95,17 +102,28 @@ class SQLiteLedger:
             conn.execute(self._sql(sql))
 
     async def do(self, ctx: StepContext, outcome: str) -> None:
-        call = (ctx.saga_id, ctx.step, "do", ctx.attempt, outcome, os.getpid())
-        if outcome == "raised":
-            self._transaction((_CALL, call))
-        else:
-            self._transaction((_DO, (ctx.idempotency_key, ctx.saga_id, ctx.step)), (_CALL, call))
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if outcome != "raised" and not conn.execute(self._sql(_DO), (
+                    ctx.idempotency_key, ctx.saga_id, ctx.step)).rowcount:
+                outcome = _refused_or_done(conn.execute(
+                    "SELECT state FROM effects WHERE key = ?", (ctx.idempotency_key,)
+                ).fetchone()[0])
+            conn.execute(self._sql(_CALL), (ctx.saga_id, ctx.step, "do", ctx.attempt, outcome,
+                                            os.getpid()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     async def undo(self, ctx: StepContext) -> None:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            undone = conn.execute(self._sql(_UNDO), (ctx.idempotency_key,)).rowcount
+            row = conn.execute(self._sql(_UNDO), (ctx.idempotency_key, ctx.saga_id,
+                                                  ctx.step)).fetchone()
+            undone = row is not None and row[0] == "undone"
             conn.execute(self._sql(_CALL), (ctx.saga_id, ctx.step, "undo", ctx.attempt,
                                             "undone" if undone else "nothing", os.getpid()))
             conn.execute("COMMIT")
@@ -158,17 +176,20 @@ class PostgresLedger:
     async def do(self, ctx: StepContext, outcome: str) -> None:
         pool = await self._connections()
         async with pool.acquire() as conn, conn.transaction():
-            if outcome != "raised":
-                await conn.execute(self._sql(_DO), ctx.idempotency_key, ctx.saga_id, ctx.step)
+            if outcome != "raised" and await conn.execute(
+                    self._sql(_DO), ctx.idempotency_key, ctx.saga_id, ctx.step) == "INSERT 0 0":
+                outcome = _refused_or_done(await conn.fetchval(self._sql(
+                    "SELECT state FROM {s}effects WHERE key = $1"), ctx.idempotency_key))
             await conn.execute(self._sql(_CALL), ctx.saga_id, ctx.step, "do", ctx.attempt,
                                outcome, os.getpid())
 
     async def undo(self, ctx: StepContext) -> None:
         pool = await self._connections()
         async with pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(self._sql(_UNDO), ctx.idempotency_key)
+            state = await conn.fetchval(self._sql(_UNDO), ctx.idempotency_key, ctx.saga_id,
+                                        ctx.step)
             await conn.execute(self._sql(_CALL), ctx.saga_id, ctx.step, "undo", ctx.attempt,
-                               "nothing" if status == "UPDATE 0" else "undone", os.getpid())
+                               "undone" if state == "undone" else "nothing", os.getpid())
 
     async def read(self) -> tuple[list[tuple[Any, ...]], list[Call]]:
         pool = await self._connections()
@@ -184,6 +205,11 @@ class PostgresLedger:
 
 
 Ledger = SQLiteLedger | PostgresLedger
+
+
+def _refused_or_done(state: str) -> str:
+    """What a repeated action came to: refused after an undo, or a no-op (done before)."""
+    return "refused" if state in ("tombstone", "undone") else "done"
 
 
 def open_ledger(url: str) -> Ledger:
@@ -241,12 +267,30 @@ def _compensation(step: str) -> Any:
     return undo
 
 
-def build_machine(name: str) -> SagaStateMachine:
-    """Steps a, b, c, each recorded in the ledger and compensated there."""
+def build_machine(name: str, *, parallel: bool = False) -> SagaStateMachine:
+    """Steps a, b, c, each recorded in the ledger and compensated there (`parallel`: b and
+    c at once, as the branches of group `bc`)."""
     machine = SagaStateMachine(name)
-    for step in STEPS:
-        machine.step(step, _action(step), compensation=_compensation(step))
+    machine.step("a", _action("a"), compensation=_compensation("a"))
+    with machine.parallel("bc") if parallel else contextlib.nullcontext():
+        for step in STEPS[1:]:
+            machine.step(step, _action(step), compensation=_compensation(step))
     return machine
+
+
+def in_doubt(record: SagaRecord, machine: SagaStateMachine | None) -> set[str]:
+    """The steps whose outcome the history leaves in doubt: retried or timed out unknown, or
+    (a group that failed) branches still running then, cancelled and so undone too."""
+    doubt = {t.step for t in record.history if t.event in IN_DOUBT}
+    if machine is None:
+        return {s for s in doubt if s is not None}
+    graph = machine.graph
+    pos = kernel.start(graph).after
+    for t in record.history[1:]:
+        if t.kind in (Kind.FAILURE, Kind.UNKNOWN) and pos.state in graph.lanes:
+            doubt |= {x.name for x in pos.lanes if x.status == kernel.LANE_RUNNING}
+        pos = kernel.advance(graph, pos, t.event, t.kind, t.dest, t.error, lane=t.step).after
+    return {s for s in doubt if s is not None}
 
 
 def expected_status(data: dict[str, Any]) -> SagaStatus:
@@ -254,7 +298,7 @@ def expected_status(data: dict[str, Any]) -> SagaStatus:
 
 
 def violations(records: Sequence[SagaRecord], effects: Sequence[tuple[Any, ...]],
-               calls: Sequence[Call]) -> list[str]:
+               calls: Sequence[Call], machine: SagaStateMachine | None = None) -> list[str]:
     """What is wrong with the outside world, given each saga's history; [] when all is well.
 
     Every saga ended as its data says (completed, or compensated when a step fails); a
@@ -264,6 +308,7 @@ def violations(records: Sequence[SagaRecord], effects: Sequence[tuple[Any, ...]]
     to undo left nothing behind.
     """
     out: list[str] = []
+    effects = [e for e in effects if e[2] != "tombstone"]  # an undo that found nothing
     effect_count = Counter((saga_id, step) for saga_id, step, _ in effects)
     state = {(saga_id, step): s for saga_id, step, s in effects}
     by_saga: dict[str, list[Call]] = {}
@@ -279,7 +324,7 @@ def violations(records: Sequence[SagaRecord], effects: Sequence[tuple[Any, ...]]
         if r.status is not expected:
             out.append(f"{where}: expected {expected.value}, ended {r.status.value} "
                        f"({r.error})")
-        in_doubt = {t.step for t in r.history if t.event in IN_DOUBT}
+        doubt = in_doubt(r, machine)
         done = Counter(c.step for c in mine if c.kind == "do" and c.outcome == "done")
         tried = Counter(c.step for c in mine if c.kind == "do")
         undone = Counter(c.step for c in mine if c.kind == "undo" and c.outcome == "undone")
@@ -289,10 +334,10 @@ def violations(records: Sequence[SagaRecord], effects: Sequence[tuple[Any, ...]]
             if effect_count[r.saga_id, step] > 1:
                 out.append(f"{where}: the effect of {step} exists "
                            f"{effect_count[r.saga_id, step]} times")
-            if tried[step] > 1 and step not in in_doubt:
+            if tried[step] > 1 and step not in doubt:
                 out.append(f"{where}: {step} ran {tried[step]} times, but its outcome was "
                            "never in doubt")
-            if undo_calls[step] and not done[step] and step not in in_doubt:
+            if undo_calls[step] and not done[step] and step not in doubt:
                 out.append(f"{where}: {step} was compensated, but it never ran and its "
                            "outcome was never in doubt")
         if have != set(done):

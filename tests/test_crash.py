@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger import new_ledger, open_ledger, violations
+from ledger import build_machine, new_ledger, open_ledger, violations
 
 from statesaga import SagaRecord
 from statesaga.stores.urls import open_store
@@ -44,18 +44,23 @@ async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
     return code, out.decode() if code in (0, KILLED) else out.decode() + err.decode()
 
 
-async def recover_and_look(url: str) -> tuple[list[SagaRecord], list[str]]:
+LAST_CALLS: list[Any] = []
+
+
+async def recover_and_look(url: str, **env: str) -> tuple[list[SagaRecord], list[str]]:
     """Recover in a fresh process; then every saga in the store, and what is wrong."""
-    code, out = await finish(await child(url, "recover"))
+    code, out = await finish(await child(url, "recover", **env))
     assert 0 == code, out
     store, ledger = open_store(url), open_ledger(url)
     try:
-        records = await store.list()
+        records = [await store.load(s.saga_id) for s in await store.list()]
         effects, calls = await ledger.read()
+        LAST_CALLS[:] = calls
     finally:
         await store.close()
         await ledger.close()
-    return records, violations(records, effects, calls)
+    machine = build_machine("crash", parallel=env.get("CRASH_SHAPE") == "parallel")
+    return records, violations(records, effects, calls, machine)
 
 
 def pair(tag: str) -> list[tuple[str, dict[str, Any]]]:
@@ -118,3 +123,38 @@ async def test_processes_killed_at_random_moments_leave_work_a_fresh_one_finishe
 
     assert [] == problems, f"STATESAGA_CRASH_SEED={seed}"
     assert set() == {r.saga_id for r in records} - set(launched)
+
+
+async def test_processes_killed_with_branches_in_flight_leave_work_a_fresh_one_finishes(
+        store_url: str) -> None:
+    """b and c run at once (a parallel group): killed with both in flight, a fresh process
+    runs them again with the same idempotency keys, or undoes what may have happened."""
+    seed = int(os.environ.get("STATESAGA_CRASH_SEED", random.randrange(2**32)))
+    rng = random.Random(seed)
+    await new_ledger(store_url)
+    launched = []
+    for round_ in range(4):  # killed early and late: in a, in the group, in undoing it
+        sagas = [(f"p{round_}-{i}", {"fail_at": rng.choice([None, None, "b", "c"]),
+                                     "delay": round(rng.uniform(0.02, 0.06), 4)})
+                 for i in range(16)]
+        launched += [saga_id for saga_id, _ in sagas]
+        proc = await child(store_url, "batch", sagas, CRASH_SHAPE="parallel")
+        assert proc.stdout is not None
+        assert b"ready\n" == await asyncio.wait_for(proc.stdout.readline(), 30)
+        await asyncio.sleep((0.05, 0.15, 0.3, 0.5)[round_] * rng.uniform(0.8, 1.2))
+        proc.kill()
+        code, out = await finish(proc)
+        assert KILLED == code, out
+
+    records, problems = await recover_and_look(store_url, CRASH_SHAPE="parallel")
+
+    bad = {p.split(" ")[0] for p in problems}
+    assert [] == problems, f"STATESAGA_CRASH_SEED={seed}\n" + "\n".join(
+        f"{r.saga_id}: " + "; ".join(f"{t.source}-{t.event}->{t.dest}[{t.step}]"
+                                     for t in r.history) + " CALLS " + "; ".join(
+            f"{c.pid}:{c.kind} {c.step}#{c.attempt} {c.outcome}" for c in LAST_CALLS
+            if c.saga_id == r.saga_id) for r in records if r.saga_id in bad)
+    assert set(launched) >= {r.saga_id for r in records}
+    resumed = [r for r in records if any(t.event == "retry_unknown" and t.source == "bc"
+                                         for t in r.history)]
+    assert resumed, "no saga was killed with its branches in flight: the test proved nothing"
