@@ -11,6 +11,7 @@ skipped.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from .graph import RESERVED_EVENTS
 from .orchestrator import Orchestrator
 from .records import TERMINALS, SagaRecord, Transition
 from .saga_run import SagaRun
-from .stores.base import Commit, OutboxSignal
+from .stores.base import Commit, store_time
 
 _log = structlog.get_logger("statesaga")
 
@@ -84,7 +85,7 @@ async def deliver(orch: Orchestrator, event: Event) -> SagaRecord | None:
             pass  # it moved elsewhere meanwhile: load it afresh below
         else:
             return await orch._drive(parked, resumed=False)
-    claimed = await orch.store.claim(orch.owner, now=orch.clock.time(), lease=orch.lease,
+    claimed = await orch.store.claim(orch.owner, now=store_time(orch.clock), lease=orch.lease,
                                      limit=1, saga_id=event.correlation_id)
     try:
         if not claimed:  # finished, unknown, or run by another worker right now
@@ -135,7 +136,7 @@ async def _ignore(orch: Orchestrator, run: SagaRun, event: Event) -> None:
     await orch.store.commit(Commit(
         saga_id=run.saga_id, revision=run.revision, state=run.state,
         status=run.record().status, error=run.error, transition=transition,
-        owner=owner, lease_until=None if owner is None else orch.clock.time() + orch.lease,
+        owner=owner, now=store_time(orch.clock), lease=None if owner is None else orch.lease,
         waiting=waiting, wake_at=orch._runner.due(run), inbox=event.message_id))
     _log.info("saga.event_ignored", saga_id=run.saga_id, state=run.state, trigger=event.type,
               message_id=event.message_id)
@@ -186,15 +187,18 @@ class Choreography:
         """Send the outbox's messages to the bus, oldest first; runs until `stop` is set.
 
         A message is marked sent only after the bus confirmed it, so a crash in between
-        sends it again (consumers drop the duplicate by message id). Messages written in this
-        process wake the relay at once; other processes' are found by polling every `poll` s.
+        sends it again (consumers drop the duplicate by message id). Messages are claimed
+        (for the orchestrator's lease), so relays running at once never send one twice.
+        Messages written in this process wake the relay at once; other processes' are found
+        by polling every `poll` s.
         """
-        store: Any = self.orchestrator.store
-        signal: OutboxSignal = getattr(store, "outbox_signal", None) or OutboxSignal()
+        orch = self.orchestrator
+        store, owner = orch.store, f"{orch.owner}:relay:{uuid.uuid4().hex[:8]}"
         sent = 0
         while stop is None or not stop.is_set():
-            written = signal.arm()  # before the read: a message written after it wakes us
-            pending = await store.pending_messages(batch)
+            written = store.outbox_signal.arm()  # before the read: a later message wakes us
+            pending = await store.claim_messages(owner, now=store_time(orch.clock),
+                                                 lease=orch.lease, limit=batch)
             if pending:
                 try:
                     await asyncio.gather(*(self.bus.publish(Event.from_json(text))

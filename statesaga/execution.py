@@ -36,7 +36,7 @@ from .records import (
 )
 from .retry import Retry
 from .saga_run import SagaRun, move_undo
-from .stores.base import Commit, SagaStore
+from .stores.base import Commit, SagaStore, store_time
 
 _log = structlog.get_logger("statesaga")
 
@@ -297,11 +297,11 @@ class Runner:
             saga_id=run.saga_id, revision=run.revision, state=dest,
             status=status_of(dest), error=run.error, transition=transition, result=result,
             owner=self.owner if keep else None,
-            lease_until=self.clock.time() + self.lease if keep else None,
+            now=store_time(self.clock), lease=self.lease if keep else None,
             messages=run.outbox, waiting=waiting, inbox=inbox,
             wake_at=self.due(run) if not done else None)
         run.outbox = []
-        abort = await self.store.commit(commit)
+        abort = (await self.store.commit(commit)).abort
         if abort is not None and run.abort is None and not done:
             run.abort = abort
         run.log.info("saga.transition", source=source, dest=dest, trigger=event, step=step,

@@ -31,7 +31,7 @@ from .execution import Runner
 from .graph import RETRY, START_EVENT
 from .records import TERMINALS, SagaRecord, SagaStatus, Transition
 from .saga_run import SagaRun
-from .stores.base import SagaStore
+from .stores.base import SagaStore, store_time
 from .stores.memory import InMemoryStore
 
 _log = structlog.get_logger("statesaga")
@@ -154,14 +154,15 @@ class Orchestrator:
             results={}, error=None,
             history=(Transition(at, None, machine.initial, START_EVENT,
                                 worker=None if pending else self.owner),),
-            created_at=at, updated_at=at, revision=1,
+            created_at=at, updated_at=at, revision=1, fence=1,
             deadline_at=None if deadline is None else datetime.fromtimestamp(now + deadline, UTC))
         messages = await self._enter_initial(machine, record)
         waiting = Runner._waits(machine.graph, machine.initial)
         try:
             await self.store.create(
                 record, data_json=data_json, owner=None if pending or waiting else self.owner,
-                lease_until=None if pending or waiting else now + self.lease, waiting=waiting,
+                now=store_time(self.clock), lease=None if pending or waiting else self.lease,
+                waiting=waiting,
                 messages=messages, wake_at=Runner.due(SagaRun(machine, record)) if waiting
                 else None)
         except SagaConflict:
@@ -199,8 +200,8 @@ class Orchestrator:
         """Lease one saga to this orchestrator, or `SagaConflict` if a live worker holds it."""
         self._parked.pop(record.saga_id, None)  # whatever happens next, that copy goes stale
         machine = self.definition(record)
-        claimed = await self.store.claim(self.owner, now=self.clock.time(), lease=self.lease,
-                                         limit=1, saga_id=record.saga_id)
+        claimed = await self.store.claim(self.owner, now=store_time(self.clock),
+                                         lease=self.lease, limit=1, saga_id=record.saga_id)
         if not claimed:
             raise LeaseHeld(
                 f"saga {record.saga_id!r} is being run by another worker (its lease is live): "
@@ -257,7 +258,8 @@ class Orchestrator:
 
     async def _renew(self, ids: list[str]) -> None:
         try:
-            await self.store.renew(self.owner, ids, self.clock.time() + self.lease)
+            await self.store.renew(self.owner, ids, now=store_time(self.clock),
+                                   lease=self.lease)
         except Exception:  # a store hiccup: the next beat or commit renews the leases
             _log.warning("saga.lease_renewal_failed", exc_info=True)
 
@@ -329,7 +331,7 @@ class Orchestrator:
                     progress(len(recovered))
 
         while True:
-            claimed = await self.store.claim(self.owner, now=self.clock.time(),
+            claimed = await self.store.claim(self.owner, now=store_time(self.clock),
                                              lease=self.lease, limit=batch,
                                              definitions=definitions)
             if not claimed:
@@ -366,7 +368,7 @@ class Orchestrator:
                 if free > 0:
                     try:
                         claimed = await self.store.claim(
-                            self.owner, now=self.clock.time(), lease=self.lease, limit=free,
+                            self.owner, now=store_time(self.clock), lease=self.lease, limit=free,
                             definitions=list(self._definitions))
                     except StoreError:  # a database hiccup must not kill the worker
                         _log.warning("saga.claim_failed", exc_info=True)

@@ -73,7 +73,11 @@ class Transition:
 
 @attrs.frozen
 class SagaRecord:
-    """One saga instance as stored: its state, shared data, step results and history."""
+    """One saga instance as stored: its state, shared data, step results and history.
+
+    `fence` grows with every claim of the saga (1 at its creation): a number to pass to
+    services beside the idempotency key, so they can refuse a writer that lost its lease.
+    """
 
     saga_id: str
     name: str
@@ -88,6 +92,7 @@ class SagaRecord:
     updated_at: datetime
     revision: int = 0
     deadline_at: datetime | None = None
+    fence: int = 0
 
     @property
     def is_terminal(self) -> bool:

@@ -24,8 +24,8 @@ class SagaRun:
     """One saga in this process: the model its machine moves, and what it needs to go on."""
 
     __slots__ = ("abort", "cause", "created_at", "data", "deadline_at", "definition", "error",
-                 "history", "interruptible", "log", "outbox", "pending", "results", "revision",
-                 "saga_id", "state", "target", "undo")
+                 "fence", "history", "interruptible", "log", "outbox", "pending", "results",
+                 "revision", "saga_id", "state", "target", "undo")
 
     def __init__(self, definition: SagaStateMachine, record: SagaRecord) -> None:
         self.definition = definition
@@ -36,6 +36,7 @@ class SagaRun:
         self.results: dict[str, Any] = dict(record.results)
         self.history = list(record.history)
         self.revision = record.revision
+        self.fence = record.fence
         self.error = record.error
         self.created_at = record.created_at
         self.deadline_at = None if record.deadline_at is None else record.deadline_at.timestamp()
@@ -66,6 +67,7 @@ class SagaRun:
             state=self.state, status=status_of(self.state, self.pending), data=dict(self.data),
             results=dict(self.results), error=self.error, history=tuple(self.history),
             created_at=self.created_at, updated_at=updated, revision=self.revision,
+            fence=self.fence,
             deadline_at=None if self.deadline_at is None else
             datetime.fromtimestamp(self.deadline_at, UTC))
 

@@ -39,7 +39,8 @@ class Harness:
     async def pump(self, *, redeliver: bool = False) -> None:
         """Deliver every outbox message to whoever handles it, until none is left."""
         waited = waits_for(self.machine)
-        while pending := await self.store.pending_messages():
+        while pending := await self.store.claim_messages("pump", now=None, lease=60,
+                                                         limit=100):
             await self.store.mark_sent([i for i, _ in pending])
             for _, text in pending:
                 event = Event.from_json(text)

@@ -1,0 +1,192 @@
+"""The SQLite store's file: its connection, schema, transactions and group commit.
+
+Every write is one transaction; writes of several sagas ready together share one (group
+commit), and a failure of one saga's write undoes only that saga's part of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from ..exceptions import SagaError, StoreError
+from . import _sql
+from ._group import GroupCommit, Outcome
+from .base import Opened
+
+T = TypeVar("T")
+Body = Callable[[sqlite3.Connection], Any]
+_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+SQLITE = _sql.Dialect(numbered="?", fill={
+    "s": "", "int": "INTEGER", "ts": "TEXT", "float": "REAL", "bool": "INTEGER",
+    "serial": "INTEGER", "n_column": "", "n": "rowid", "each": "json_each",
+    "numbers": "SELECT value FROM json_each",
+    "clustered": " WITHOUT ROWID", "sagas_with": "", "lock": "", "received": "$5",
+    "autoincrement": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "clock": "((julianday('now') - 2440587.5) * 86400.0)",
+    "pairs": "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each",
+})
+
+
+def ts(at: datetime) -> str:
+    """A time as SQLite keeps it: ISO text in UTC."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+from_ts = datetime.fromisoformat
+
+
+def clock(now: float | None) -> float:
+    """`now`, or the store's own clock (this machine's) when None."""
+    return time.time() if now is None else now
+
+
+class SQLiteFile(Opened):
+    """One SQLite file (WAL) through one connection, opened on first use."""
+
+    def __init__(self, path: str | os.PathLike[str], *, durability: str = "full",
+                 busy_timeout: float = 5.0) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
+        self.path = os.fspath(path)
+        self.durability = durability
+        self.busy_timeout = busy_timeout
+        self.url = f"sqlite:///{self.path}" + ("?durability=normal" if durability == "normal"
+                                                else "")
+        self._conn: sqlite3.Connection | None = None
+        self._grouped: GroupCommit[Body] = GroupCommit(self._flush)
+
+    @property
+    def batches(self) -> int:
+        """Transactions that carried commits (fewer than the commits: grouped)."""
+        return self._grouped.batches
+
+    async def open(self) -> None:
+        """Open the file and create or migrate its schema now (otherwise: on first use)."""
+        await self._run(lambda conn: None, "BEGIN")
+
+    async def close(self) -> None:
+        """Close the connection; the next call opens it again."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- transactions ------------------------------------------------------------------
+
+    async def _flush(self, bodies: list[Body]) -> list[Outcome]:
+        """Write grouped commits in one transaction. If one saga's write fails (a conflict,
+        a value the database refuses), the batch is written again with a savepoint each, so
+        that only that saga fails and nothing of it is left (savepoints cost 2 statements)."""
+        if len(bodies) == 1:
+            return [(True, await self._run(bodies[0]))]
+        try:
+            return await self._run(lambda c: [(True, body(c)) for body in bodies])
+        except SagaError as exc:
+            if _busy(exc.__cause__):  # the file stayed locked: so it would again
+                raise
+            return await self._run(lambda c: [self._savepoint(c, b) for b in bodies])
+
+    def _savepoint(self, conn: sqlite3.Connection, body: Body) -> Outcome:
+        """Run one grouped commit; its failure undoes only it (a broken connection fails the
+        savepoint's own statements, and with them the whole transaction)."""
+        conn.execute("SAVEPOINT one")
+        try:
+            result = body(conn)
+        except Exception as exc:  # this saga's alone
+            conn.execute("ROLLBACK TO one")
+            conn.execute("RELEASE one")
+            return False, exc if isinstance(exc, SagaError) else self._error(exc)
+        conn.execute("RELEASE one")
+        return True, result
+
+    async def _run(self, body: Callable[[sqlite3.Connection], T],
+                   begin: str | None = "BEGIN IMMEDIATE") -> T:
+        """Run `body` in one transaction, waiting (without blocking the loop) for the lock.
+
+        `begin` None: `body` is one statement, its own transaction (no BEGIN and COMMIT)."""
+        deadline, delay = time.monotonic() + self.busy_timeout, 0.001
+        while True:
+            try:
+                conn = self._conn if self._conn is not None else self._open()
+                return _transaction(conn, begin, body)
+            except (sqlite3.Error, ValueError, OverflowError) as exc:  # ValueError: a text
+                if not _busy(exc):  # with a lone surrogate, that the driver cannot encode
+                    raise self._error(exc) from exc
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreError(
+                        f"the saga store {self.url} is locked: another process has held its "
+                        f"write lock for more than busy_timeout={self.busy_timeout}s; nothing "
+                        "was written, so the saga can be resumed (find that process, or raise "
+                        "busy_timeout)") from exc
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 0.05)
+
+    def _error(self, exc: Exception) -> StoreError:
+        full = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
+        hint = "free disk space" if full else "fix the cause"
+        return StoreError(f"the saga store {self.url} failed ({type(exc).__name__}: {exc}); "
+                          f"the transaction was rolled back, so nothing was half-written: {hint}, "
+                          "then resume the saga")
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect, check (and migrate) the schema, then switch to WAL and set the durability."""
+        if sqlite3.sqlite_version_info < (3, 35):  # pragma: no cover - RETURNING is needed
+            raise StoreError(f"SQLiteStore needs SQLite 3.35 or newer; this Python has "
+                             f"{sqlite3.sqlite_version}: use a newer Python build")
+        try:
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.row_factory = sqlite3.Row
+                _transaction(conn, "BEGIN IMMEDIATE", self._migrate)
+                conn.execute("PRAGMA journal_mode = WAL").fetchall()
+                conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.Error as exc:
+            if _busy(exc):
+                raise  # `_run` waits for the lock and tries again
+            raise StoreError(f"cannot open the saga store {self.url} ({type(exc).__name__}: "
+                             f"{exc}): check the path, its permissions and free disk space"
+                             ) from exc
+        self._conn = conn
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        known = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                             "'schema_version'").fetchone()
+        found = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] \
+            if known else 0
+        for sql in SQLITE.migrations(found or 0, self.url):
+            conn.execute(sql)
+
+
+def _busy(exc: BaseException | None) -> bool:
+    return isinstance(exc, sqlite3.Error) and \
+        getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _transaction(conn: sqlite3.Connection, begin: str | None,
+                 body: Callable[[sqlite3.Connection], T]) -> T:
+    if begin is None:
+        return body(conn)
+    conn.execute(begin)
+    try:
+        result = body(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return result
