@@ -298,3 +298,20 @@ async def test_every_write_with_outbox_messages_wakes_a_relay_waiting_in_this_pr
         woken.append(armed.done())
 
     assert [True, True, True, False] == woken  # the last commit wrote no message
+
+
+async def test_error_texts_with_a_lone_surrogate_or_nul_are_stored_escaped(store: Any) -> None:
+    bad = "boom \ud800 and \x00 in it"
+    shown = "boom \\ud800 and \\x00 in it"
+    failed = Transition(T0, "book", "book", "retry", "book", 1, bad, 0.5, reason=bad)
+    await create(store, attrs.evolve(saga(), error=bad, history=(*saga().history, failed),
+                                     revision=2))
+    await store.commit(step("s1", 3, "book", "pay", error=bad))
+    await store.request_abort("s1", bad)
+
+    loaded = await store.load("s1")
+
+    assert [None, shown, shown] == [t.error for t in loaded.history]
+    assert [None, shown, None] == [t.reason for t in loaded.history]
+    assert shown == loaded.error
+    assert shown == (await store.commit(step("s1", 4, "pay", "ship"))).abort
