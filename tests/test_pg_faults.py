@@ -43,25 +43,28 @@ async def revisions(dsn: str, schema: str, *saga_ids: str) -> list[int]:
         await conn.close()
 
 
-async def test_a_commit_cut_off_after_it_reached_the_server_is_an_unknown_outcome_and_stored(
-        postgres_dsn: str, pg_schema: str, proxy: TcpProxy) -> None:
+@pytest.mark.parametrize("write", ["commit", "create"])
+async def test_a_write_cut_off_after_it_reached_the_server_is_an_unknown_outcome_and_stored(
+        postgres_dsn: str, pg_schema: str, proxy: TcpProxy, write: str) -> None:
     store = PostgresStore(proxy.dsn(postgres_dsn), schema=pg_schema, min_size=1, max_size=1)
     try:
-        await create(store, saga())
-        await store.commit(step("s1", 2, "book", "pay"))  # the statement is prepared now
+        await create(store, saga())  # both statements are prepared now
+        await store.commit(step("s1", 2, "book", "pay"))
         proxy.pause(up=False, down=True)  # requests reach the server; no reply comes back
-        commit = asyncio.ensure_future(store.commit(step("s1", 3, "pay", "ship")))
-        await until(lambda: _is([3], revisions(postgres_dsn, pg_schema, "s1")))  # committed
+        saga_id, expected = ("s1", (3, "ship")) if write == "commit" else ("s2", (1, "book"))
+        cut = asyncio.ensure_future(store.commit(step("s1", 3, "pay", "ship"))
+                                    if write == "commit" else create(store, saga("s2")))
+        await until(lambda: _is([expected[0]], revisions(postgres_dsn, pg_schema, saga_id)))
         proxy.drop()
 
         with pytest.raises(CommitOutcomeUnknown) as raised:
-            await asyncio.wait_for(commit, WAIT)
+            await asyncio.wait_for(cut, WAIT)
         proxy.resume()
-        reloaded = await store.load("s1")  # the same store: a new connection
+        reloaded = await store.load(saga_id)  # the same store: a new connection
 
         assert "may or may not have been stored" in str(raised.value)
         assert "nothing was" not in str(raised.value)
-        assert (3, "ship") == (reloaded.revision, reloaded.state)
+        assert expected == (reloaded.revision, reloaded.state)
     finally:
         await store.close()
 

@@ -19,8 +19,31 @@ from statesaga import (
 )
 from statesaga.examples.trip import build_trip, trip_services
 from statesaga.exceptions import DuplicateMessage
+from statesaga.stores.base import (
+    EventQueue,
+    Leases,
+    Outbox,
+    ParticipantStore,
+    SagaLog,
+    SagaStore,
+)
 
 # -- the conformance suite: every store ---------------------------------------------------
+
+
+async def test_every_store_plays_every_role_and_opens_and_closes_with_async_with(
+        backend: Backend) -> None:
+    store = backend.store()
+
+    async with store as opened:
+        roles = [isinstance(opened, role) for role in (SagaLog, Leases, EventQueue, Outbox,
+                                                       ParticipantStore, SagaStore)]
+        await create(opened, saga())
+    async with store.reopen() as again:  # a fresh handle on the same sagas
+        loaded = await again.load("s1")
+
+    assert (store, [True] * 6) == (opened, roles)
+    assert saga() == loaded
 
 
 async def test_a_created_saga_loads_back_as_it_was_created(store: Any) -> None:
