@@ -54,14 +54,15 @@ async def test_an_event_for_no_saga_raises_not_found_and_queues_nothing(
         assert [(0,)] == await backend.sql("SELECT count(*) FROM events")
 
 
-@pytest.mark.parametrize(("message_id", "kind"), [("m\x001", "Paid"), ("", "Paid"),
-                                                  ("m1", "Pa\ud800id")])
-async def test_an_event_whose_id_or_type_cannot_be_stored_is_refused(
-        store: Any, message_id: str, kind: str) -> None:
+@pytest.mark.parametrize(("message_id", "kind", "payload"), [
+    ("m\x001", "Paid", "{}"), ("", "Paid", "{}"), ("m1", "Pa\ud800id", "{}"),
+    ("m1", "Paid", "[1]"), ("m1", "Paid", "{oops")])
+async def test_an_event_whose_id_type_or_payload_cannot_be_stored_is_refused(
+        store: Any, message_id: str, kind: str, payload: str) -> None:
     await create(store, saga())
 
     with pytest.raises(InvalidSagaData):
-        await store.enqueue_event("s1", message_id, kind, "{}")
+        await store.enqueue_event("s1", message_id, kind, payload)
 
     assert [] == await store.queued_events("s1")
 

@@ -14,8 +14,9 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import attrs
 
 from ..clock import Clock, SystemClock
-from ..codec import storable_text
+from ..codec import check_id, from_json, storable_text
 from ..events import Event
+from ..exceptions import InvalidSagaData
 from ..records import SagaRecord, SagaStatus, Transition
 
 _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
@@ -42,6 +43,21 @@ def storable(t: Transition) -> Transition:
     if error is t.error and reason is t.reason:
         return t
     return attrs.evolve(t, error=error, reason=reason)
+
+
+def checked_event(message_id: str, type: str, payload_json: str) -> dict[str, Any]:
+    """An outside event's payload as a dict, or `InvalidSagaData` (before anything is
+    written) if it is not a JSON object or the id or type cannot be stored."""
+    check_id(message_id, "message_id")
+    check_id(type, "the event type")
+    try:
+        payload = from_json(payload_json)
+    except ValueError as exc:
+        payload = exc
+    if not isinstance(payload, dict):
+        raise InvalidSagaData(f"the payload of event {type!r} (message {message_id}) must be "
+                              f"a JSON object, not {payload_json[:80]!r}", key="payload")
+    return payload
 
 
 class OutboxSignal:

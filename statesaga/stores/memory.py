@@ -10,10 +10,19 @@ from typing import Any
 
 import attrs
 
-from ..codec import check_id, from_json, storable_text, to_json
+from ..codec import from_json, storable_text, to_json
 from ..exceptions import DuplicateMessage, RevisionConflict, SagaConflict, SagaNotFound
 from ..records import SagaRecord, SagaStatus, Transition
-from .base import Commit, Opened, OutboxSignal, QueuedEvent, Signals, message_json, storable
+from .base import (
+    Commit,
+    Opened,
+    OutboxSignal,
+    QueuedEvent,
+    Signals,
+    checked_event,
+    message_json,
+    storable,
+)
 
 _UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 
@@ -206,15 +215,13 @@ class InMemoryStore(Opened):
 
     async def enqueue_event(self, saga_id: str, message_id: str, type: str, payload_json: str,
                             *, now: float | None = None) -> bool:
-        check_id(message_id, "message_id")
-        check_id(type, "the event type")
+        payload = checked_event(message_id, type, payload_json)
         row = self._rows.get(saga_id)
         if row is None:
             raise SagaNotFound(saga_id, self.url)
         if ("saga", message_id) in self._m.inbox or any(
                 e.message_id == message_id for e in row.events):
             return False
-        payload = from_json(payload_json)
         self._m.seq += 1
         row.events.append(QueuedEvent(self._m.seq, message_id, type, payload,
                                       datetime.fromtimestamp(_now(now), UTC)))

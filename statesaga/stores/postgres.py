@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ..codec import check_id, storable_text, to_json
+from ..codec import storable_text, to_json
 from ..exceptions import SagaError, SagaNotFound
 from ..records import SagaRecord, SagaStatus
 from . import _sql
@@ -25,7 +25,7 @@ from ._pg_sql import (
     create_many_sql,
     create_sql,
 )
-from .base import Commit, OutboxSignal, QueuedEvent, Signals
+from .base import Commit, OutboxSignal, QueuedEvent, Signals, checked_event
 
 
 def _ts(at: datetime) -> datetime:
@@ -241,8 +241,8 @@ class PostgresStore(PgConnections):
 
     async def enqueue_event(self, saga_id: str, message_id: str, type: str, payload_json: str,
                             *, now: float | None = None) -> bool:
-        args = (saga_id, check_id(message_id, "message_id"), check_id(type, "the event type"),
-                payload_json, now)
+        checked_event(message_id, type, payload_json)
+        args = (saga_id, message_id, type, payload_json, now)
         async with self._connection(write=True) as conn, conn.transaction():
             # The saga's row, shared: a commit consuming this message now finishes first, so
             # that the insert below sees its inbox row (and does not queue the event again).

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ..codec import check_id, storable_text, to_json
+from ..codec import storable_text, to_json
 from ..exceptions import SagaNotFound
 from ..records import SagaRecord, SagaStatus
 from . import _sql
 from ._sqlite_db import SQLITE, SQLiteFile, clock, from_ts, ts
-from .base import Commit, OutboxSignal, QueuedEvent, Signals
+from .base import Commit, OutboxSignal, QueuedEvent, Signals, checked_event
 
 _Q = {name: SQLITE(getattr(_sql, name)) for name in (
     "INSERT_SAGA", "UPDATE_SAGA", "INSERT_TRANSITION", "INSERT_MESSAGE", "SELECT_SAGA",
@@ -163,8 +163,9 @@ class SQLiteStore(SQLiteFile):
 
     async def enqueue_event(self, saga_id: str, message_id: str, type: str, payload_json: str,
                             *, now: float | None = None) -> bool:
-        args = (saga_id, check_id(message_id, "message_id"), check_id(type, "the event type"),
-                payload_json, ts(datetime.fromtimestamp(clock(now), UTC)))
+        checked_event(message_id, type, payload_json)
+        args = (saga_id, message_id, type, payload_json,
+                ts(datetime.fromtimestamp(clock(now), UTC)))
 
         def write(conn: sqlite3.Connection) -> bool:
             if conn.execute(_SAGA_EXISTS, (saga_id,)).fetchone() is None:
