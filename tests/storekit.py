@@ -29,9 +29,11 @@ class Backend:
     path: Path | None = None
     dsn: str = ""
     schema: str = ""
+    options: dict[str, Any] = attrs.Factory(dict)  # for every store it makes
     stores: list[SagaStore] = attrs.Factory(list)
 
     def store(self, **options: Any) -> Any:
+        options = self.options | options
         if self.kind == "memory":
             store: Any = InMemoryStore()
         elif self.kind == "sqlite":

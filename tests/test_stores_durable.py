@@ -6,6 +6,7 @@ import asyncio
 import re
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,12 @@ import structlog
 from storekit import T0, Backend, create, saga, step
 
 from statesaga import InMemoryStore, SagaConflict, SagaError, StoreError
+from statesaga.stores.base import Signals
 from statesaga.stores.postgres import PostgresStore
 from statesaga.stores.sqlite import SQLiteStore
 from statesaga.stores.urls import open_store, redact
+
+WAIT = 60.0  # a guard against hangs, never a measure
 
 # -- the durable stores: what they keep, and what they do with bad rows ----------------------
 
@@ -134,6 +138,58 @@ async def test_a_failing_write_rolls_the_whole_commit_back(durable: Backend) -> 
 
 
 # -- SQLite -------------------------------------------------------------------------------
+
+
+async def test_a_sqlite_commit_runs_in_the_writer_thread_while_the_event_loop_goes_on(
+        tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")  # durability "full": a writer thread
+    await create(store, saga())
+    writers: list[str] = []
+    go = threading.Event()
+
+    def hold(dest: str) -> int:  # called by the commit's INSERT, where the commit runs
+        writers.append(threading.current_thread().name)
+        go.wait(WAIT)
+        return 0
+
+    assert store._conn is not None
+    store._conn.create_function("hold", 1, hold)
+    store._conn.execute("CREATE TRIGGER hold BEFORE INSERT ON transitions "
+                        "BEGIN SELECT hold(NEW.dest); END")
+    try:
+        commit = asyncio.ensure_future(store.commit(step("s1", 2, "book", "pay")))
+        while not writers:  # noqa: ASYNC110 - the loop runs while the commit is held
+            await asyncio.sleep(0.01)
+        meanwhile = await store.load("s1")  # and reads go on, on their own connection
+        go.set()
+        signals = await asyncio.wait_for(commit, WAIT)
+    finally:
+        go.set()
+        await store.close()
+
+    assert ["statesaga-sqlite-writer_0"] == writers
+    assert (1, Signals()) == (meanwhile.revision, signals)
+
+
+@pytest.mark.parametrize(("durability", "writer_thread", "expected"), [
+    ("full", None, True), ("normal", None, False), ("normal", True, True),
+    ("full", False, False)])
+async def test_sqlite_writes_in_a_thread_by_default_only_when_each_commit_waits_for_fsync(
+        tmp_path: Path, durability: str, writer_thread: bool | None, expected: bool) -> None:
+    store = SQLiteStore(tmp_path / "s.db", durability=durability, writer_thread=writer_thread)
+    writers: list[str] = []
+    await store.open()
+    assert store._conn is not None
+    store._conn.create_function("note", 0, lambda: writers.append(
+        threading.current_thread().name) or 0)
+    store._conn.execute("CREATE TRIGGER note BEFORE INSERT ON sagas BEGIN SELECT note(); END")
+
+    await create(store, saga())
+    again = store.reopen()
+    await store.close()
+
+    assert (expected, expected) == (store.writer_thread, again.writer_thread)
+    assert [threading.main_thread().name != writers[0]] == [expected]
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -1,7 +1,9 @@
-"""The SQLite store's file: its connection, schema, transactions and group commit.
+"""The SQLite store's file: its connections, schema, transactions and group commit.
 
 Every write is one transaction; writes of several sagas ready together share one (group
-commit), and a failure of one saga's write undoes only that saga's part of it.
+commit), and a failure of one saga's write undoes only that saga's part of it. With a writer
+thread, writes (and their fsync) run there, one at a time, so the event loop goes on
+meanwhile; reads stay on the loop, on a connection of their own.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -48,10 +51,17 @@ def clock(now: float | None) -> float:
 
 
 class SQLiteFile(Opened):
-    """One SQLite file (WAL) through one connection, opened on first use."""
+    """One SQLite file (WAL), opened on first use: one connection, or with `writer_thread`
+    one that writes in that thread and one that reads on the event loop.
+
+    `writer_thread` None: a thread when every commit waits for an fsync (durability "full");
+    without one (durability "normal"), handing a write to a thread would cost more than the
+    write itself. A write cancelled while its thread runs it is still written (as one cut off
+    in flight on a server): read the saga again before going on with it.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, durability: str = "full",
-                 busy_timeout: float = 5.0) -> None:
+                 busy_timeout: float = 5.0, writer_thread: bool | None = None) -> None:
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
         if busy_timeout < 0:
@@ -61,7 +71,10 @@ class SQLiteFile(Opened):
         self.busy_timeout = busy_timeout
         self.url = f"sqlite:///{self.path}" + ("?durability=normal" if durability == "normal"
                                                 else "")
-        self._conn: sqlite3.Connection | None = None
+        self.writer_thread = durability == "full" if writer_thread is None else writer_thread
+        self._conn: sqlite3.Connection | None = None  # writes (in the writer thread, if any)
+        self._reader: sqlite3.Connection | None = None  # reads, on the event loop
+        self._thread: ThreadPoolExecutor | None = None
         self._grouped: GroupCommit[Body] = GroupCommit(self._flush)
 
     @property
@@ -74,10 +87,21 @@ class SQLiteFile(Opened):
         await self._run(lambda conn: None, "BEGIN")
 
     async def close(self) -> None:
-        """Close the connection; the next call opens it again."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the connections (after the writes already handed to the writer thread); the
+        next call opens them again."""
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not self._conn:
+            reader.close()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, self._close_writer)
+            thread.shutdown(wait=False)
+        self._close_writer()
+
+    def _close_writer(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     # -- transactions ------------------------------------------------------------------
 
@@ -109,14 +133,17 @@ class SQLiteFile(Opened):
 
     async def _run(self, body: Callable[[sqlite3.Connection], T],
                    begin: str | None = "BEGIN IMMEDIATE") -> T:
-        """Run `body` in one transaction, waiting (without blocking the loop) for the lock.
+        """Run `body` in one transaction, waiting (without blocking the loop) for the lock:
+        a write ("BEGIN IMMEDIATE") on the writer's connection, a read on the reader's.
 
         `begin` None: `body` is one statement, its own transaction (no BEGIN and COMMIT)."""
         deadline, delay = time.monotonic() + self.busy_timeout, 0.001
         while True:
             try:
-                conn = self._conn if self._conn is not None else self._open()
-                return _transaction(conn, begin, body)
+                if begin == "BEGIN IMMEDIATE":
+                    return await self._write(body)
+                reader = self._reader if self._reader is not None else await self._open_reader()
+                return _transaction(reader, begin, body)
             except (sqlite3.Error, ValueError, OverflowError) as exc:  # ValueError: a text
                 if not _busy(exc):  # with a lone surrogate, that the driver cannot encode
                     raise self._error(exc) from exc
@@ -129,6 +156,37 @@ class SQLiteFile(Opened):
                         "busy_timeout)") from exc
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, 0.05)
+
+    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._in_writer(lambda: _transaction(self._writer(), "BEGIN IMMEDIATE",
+                                                          body))
+
+    async def _in_writer(self, call: Callable[[], T]) -> T:
+        """`call()` where writes run: in the writer thread (after the writes handed to it
+        before), or right here."""
+        if not self.writer_thread:
+            return call()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="statesaga-sqlite-writer")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    def _writer(self) -> sqlite3.Connection:
+        return self._conn if self._conn is not None else self._open()
+
+    async def _open_reader(self) -> sqlite3.Connection:
+        """The readers' connection: the writer's own without a thread; else one more, opened
+        once the writer's (in its thread) has created or migrated the schema."""
+        if not self.writer_thread:
+            self._reader = self._writer()
+            return self._reader
+        if self._conn is None:  # not opened yet (it may have to create the schema)
+            await self._in_writer(self._writer)
+        if self._reader is None:
+            reader = sqlite3.connect(self.path, timeout=0, isolation_level=None,
+                                     check_same_thread=False)
+            reader.row_factory = sqlite3.Row
+            self._reader = reader
+        return self._reader
 
     def _error(self, exc: Exception) -> StoreError:
         full = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL

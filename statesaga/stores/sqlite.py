@@ -34,12 +34,15 @@ class SQLiteStore(SQLiteFile):
 
     durability="full" (default): synchronous=FULL, every commit survives a power loss;
     "normal": synchronous=NORMAL, survives a process crash, may lose the last commits on power loss.
-    Lease times with `now=None` come from this machine's clock.
+    Lease times with `now=None` come from this machine's clock. Writes run in a writer
+    thread (`writer_thread`; by default with durability "full"), so that the event loop goes
+    on while a commit waits for its fsync.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, durability: str = "full",
-                 busy_timeout: float = 5.0) -> None:
-        super().__init__(path, durability=durability, busy_timeout=busy_timeout)
+                 busy_timeout: float = 5.0, writer_thread: bool | None = None) -> None:
+        super().__init__(path, durability=durability, busy_timeout=busy_timeout,
+                         writer_thread=writer_thread)
         self.outbox_signal = OutboxSignal()
 
     # -- the saga log --------------------------------------------------------------------
@@ -219,7 +222,8 @@ class SQLiteStore(SQLiteFile):
 
     def reopen(self) -> SQLiteStore:
         """The same file through a new connection, as a fresh process would open it."""
-        return SQLiteStore(self.path, durability=self.durability, busy_timeout=self.busy_timeout)
+        return SQLiteStore(self.path, durability=self.durability, busy_timeout=self.busy_timeout,
+                           writer_thread=self.writer_thread)
 
 
 def _histories(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
