@@ -165,8 +165,9 @@ async def compare(label: str, floor: Callable[[], Awaitable[None]], store: Any,
 async def compare_sqlite(directory: str, durability: str,
                          writer_thread: bool | None = None) -> Compared:
     """`writer_thread` None: the store's default (a writer thread with durability "full")."""
-    floor = SQLiteFloor(os.path.join(directory, f"floor-{durability}.db"), durability)
-    path = os.path.join(directory, f"statesaga-{durability}-{writer_thread}.db")
+    name = f"{durability}-{writer_thread}"
+    floor = SQLiteFloor(os.path.join(directory, f"floor-{name}.db"), durability)
+    path = os.path.join(directory, f"statesaga-{name}.db")
     store = SQLiteStore(path, durability=durability, writer_thread=writer_thread)
     where = "a writer thread" if store.writer_thread else "the event loop"
 
@@ -174,7 +175,7 @@ async def compare_sqlite(directory: str, durability: str,
         return (sqlite_count(path, "SELECT count(*) FROM transitions"),
                 sqlite_count(path, "SELECT count(*) FROM sagas"))
 
-    statements = SQLiteStatements(os.path.join(directory, f"replay-{durability}.db"), durability)
+    statements = SQLiteStatements(os.path.join(directory, f"replay-{name}.db"), durability)
     await statements.setup()
     try:
         return await compare(f"SQLite WAL, synchronous={durability.upper()}, writes in {where}",

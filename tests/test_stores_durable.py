@@ -140,10 +140,11 @@ async def test_a_failing_write_rolls_the_whole_commit_back(durable: Backend) -> 
 # -- SQLite -------------------------------------------------------------------------------
 
 
-async def test_a_sqlite_commit_runs_in_the_writer_thread_while_the_event_loop_goes_on(
+async def test_sqlite_commits_grouped_run_in_the_writer_thread_while_the_event_loop_goes_on(
         tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")  # durability "full": a writer thread
-    await create(store, saga())
+    for saga_id in ("s1", "s2"):
+        await create(store, saga(saga_id))
     writers: list[str] = []
     go = threading.Event()
 
@@ -157,39 +158,44 @@ async def test_a_sqlite_commit_runs_in_the_writer_thread_while_the_event_loop_go
     store._conn.execute("CREATE TRIGGER hold BEFORE INSERT ON transitions "
                         "BEGIN SELECT hold(NEW.dest); END")
     try:
-        commit = asyncio.ensure_future(store.commit(step("s1", 2, "book", "pay")))
-        while not writers:  # noqa: ASYNC110 - the loop runs while the commit is held
+        commits = asyncio.gather(*(store.commit(step(i, 2, "book", "pay"))
+                                   for i in ("s1", "s2")))  # ready together: one batch
+        while not writers:  # noqa: ASYNC110 - the loop runs while the batch is held
             await asyncio.sleep(0.01)
         meanwhile = await store.load("s1")  # and reads go on, on their own connection
         go.set()
-        signals = await asyncio.wait_for(commit, WAIT)
+        signals = await asyncio.wait_for(commits, WAIT)
     finally:
         go.set()
         await store.close()
 
-    assert ["statesaga-sqlite-writer_0"] == writers
-    assert (1, Signals()) == (meanwhile.revision, signals)
+    assert {"statesaga-sqlite-writer"} == set(writers)
+    assert (1, [Signals()] * 2) == (meanwhile.revision, signals)
 
 
 @pytest.mark.parametrize(("durability", "writer_thread", "expected"), [
     ("full", None, True), ("normal", None, False), ("normal", True, True),
     ("full", False, False)])
-async def test_sqlite_writes_in_a_thread_by_default_only_when_each_commit_waits_for_fsync(
+async def test_sqlite_groups_writes_in_a_thread_by_default_only_when_commits_wait_for_fsync(
         tmp_path: Path, durability: str, writer_thread: bool | None, expected: bool) -> None:
     store = SQLiteStore(tmp_path / "s.db", durability=durability, writer_thread=writer_thread)
-    writers: list[str] = []
+    writers: list[tuple[str, str]] = []
     await store.open()
     assert store._conn is not None
-    store._conn.create_function("note", 0, lambda: writers.append(
-        threading.current_thread().name) or 0)
-    store._conn.execute("CREATE TRIGGER note BEFORE INSERT ON sagas BEGIN SELECT note(); END")
+    store._conn.create_function("note", 1, lambda saga_id: writers.append(
+        (saga_id, threading.current_thread().name)) or 0)
+    store._conn.execute("CREATE TRIGGER note BEFORE INSERT ON sagas "
+                        "BEGIN SELECT note(NEW.saga_id); END")
 
-    await create(store, saga())
+    await create(store, saga("alone"))
+    await asyncio.gather(*(create(store, saga(i)) for i in ("g1", "g2")))  # one batch
     again = store.reopen()
     await store.close()
 
+    main = threading.main_thread().name
     assert (expected, expected) == (store.writer_thread, again.writer_thread)
-    assert [threading.main_thread().name != writers[0]] == [expected]
+    assert [("alone", main)] + [(i, "statesaga-sqlite-writer" if expected else main)
+                                for i in ("g1", "g2")] == writers
 
 
 @pytest.mark.parametrize(("options", "message"), [
