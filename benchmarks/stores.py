@@ -163,13 +163,12 @@ async def compare(label: str, floor: Callable[[], Awaitable[None]], store: Any,
 
 
 async def compare_sqlite(directory: str, durability: str,
-                         writer_thread: bool | None = None) -> Compared:
-    """`writer_thread` None: the store's default (a writer thread with durability "full")."""
+                         writer_thread: bool = False) -> Compared:
     name = f"{durability}-{writer_thread}"
     floor = SQLiteFloor(os.path.join(directory, f"floor-{name}.db"), durability)
     path = os.path.join(directory, f"statesaga-{name}.db")
     store = SQLiteStore(path, durability=durability, writer_thread=writer_thread)
-    where = "a writer thread" if store.writer_thread else "the event loop"
+    where = ", writer_thread=True" if writer_thread else ""
 
     async def rows() -> tuple[int, int]:
         return (sqlite_count(path, "SELECT count(*) FROM transitions"),
@@ -178,7 +177,7 @@ async def compare_sqlite(directory: str, durability: str,
     statements = SQLiteStatements(os.path.join(directory, f"replay-{name}.db"), durability)
     await statements.setup()
     try:
-        return await compare(f"SQLite WAL, synchronous={durability.upper()}, writes in {where}",
+        return await compare(f"SQLite WAL, synchronous={durability.upper()}{where}",
                              floor.saga, store, statements, rows)
     finally:
         floor.conn.close()
@@ -306,10 +305,10 @@ async def run() -> list[str]:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="statesaga-bench-") as directory:
         compared = [await compare_sqlite(directory, "full"),
-                    await compare_sqlite(directory, "full", writer_thread=False),
+                    await compare_sqlite(directory, "full", writer_thread=True),
                     await compare_sqlite(directory, "normal"), await compare_postgres()]
         alone = await no_database()
-        ours = dict(zip(("full", "full on the loop", "normal", "postgres"), compared,
+        ours = dict(zip(("full", "full, writer thread", "normal", "postgres"), compared,
                         strict=True))
         work = await workers_lines()
         recovery = await recover_lines(directory)
@@ -325,8 +324,8 @@ async def run() -> list[str]:
         "the next saga as they finish (on SQLite they share one connection, so the floor's "
         "commits are serialized; statesaga's writes that are ready together share one "
         "transaction on both databases, its group commit). SQLite FULL twice in the same "
-        "run: writes in the store's writer thread (its default with FULL), and on the event "
-        "loop as before it had one. Store writes per step: the "
+        "run: writes on the event loop (the default), and with `writer_thread=True` (grouped "
+        "writes in a writer thread). Store writes per step: the "
         "store's `create`, `commit`, `claim`, `renew` and `release` calls (each a transaction "
         "of its own, or its share of a grouped one), counted by "
         f"wrapping them, divided by {STEPS} steps per saga; the target is one commit per step, "

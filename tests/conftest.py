@@ -78,12 +78,12 @@ def _backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backe
     if kind == "postgres":
         return Backend(kind, dsn=request.getfixturevalue("postgres_dsn"),
                        schema=request.getfixturevalue("pg_schema"))
-    if kind == "sqlite-on-loop":  # writes on the event loop, not in a writer thread
-        return Backend("sqlite", path=tmp_path / "sagas.db", options={"writer_thread": False})
+    if kind == "sqlite-writer-thread":  # grouped writes in a writer thread
+        return Backend("sqlite", path=tmp_path / "sagas.db", options={"writer_thread": True})
     return Backend(kind, path=tmp_path / "sagas.db")
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-on-loop", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-writer-thread", "postgres"])
 def any_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return _backend(request.param, request, tmp_path)
 

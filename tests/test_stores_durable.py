@@ -142,7 +142,7 @@ async def test_a_failing_write_rolls_the_whole_commit_back(durable: Backend) -> 
 
 async def test_sqlite_commits_grouped_run_in_the_writer_thread_while_the_event_loop_goes_on(
         tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")  # durability "full": a writer thread
+    store = SQLiteStore(tmp_path / "s.db", writer_thread=True)
     for saga_id in ("s1", "s2"):
         await create(store, saga(saga_id))
     writers: list[str] = []
@@ -174,11 +174,12 @@ async def test_sqlite_commits_grouped_run_in_the_writer_thread_while_the_event_l
 
 
 @pytest.mark.parametrize(("durability", "writer_thread", "expected"), [
-    ("full", None, True), ("normal", None, False), ("normal", True, True),
-    ("full", False, False)])
-async def test_sqlite_groups_writes_in_a_thread_by_default_only_when_commits_wait_for_fsync(
+    ("full", None, False), ("normal", None, False), ("normal", True, True),
+    ("full", True, True)])
+async def test_sqlite_writes_grouped_writes_in_a_thread_only_when_asked(
         tmp_path: Path, durability: str, writer_thread: bool | None, expected: bool) -> None:
-    store = SQLiteStore(tmp_path / "s.db", durability=durability, writer_thread=writer_thread)
+    options = {} if writer_thread is None else {"writer_thread": writer_thread}
+    store = SQLiteStore(tmp_path / "s.db", durability=durability, **options)
     writers: list[tuple[str, str]] = []
     await store.open()
     assert store._conn is not None

@@ -34,13 +34,13 @@ class SQLiteStore(SQLiteFile):
 
     durability="full" (default): synchronous=FULL, every commit survives a power loss;
     "normal": synchronous=NORMAL, survives a process crash, may lose the last commits on power loss.
-    Lease times with `now=None` come from this machine's clock. Writes run in a writer
-    thread (`writer_thread`; by default with durability "full"), so that the event loop goes
-    on while a commit waits for its fsync.
+    Lease times with `now=None` come from this machine's clock. `writer_thread=True`: grouped
+    writes run in a writer thread, so that the event loop goes on while they wait for their
+    fsync (see `SQLiteFile`).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, durability: str = "full",
-                 busy_timeout: float = 5.0, writer_thread: bool | None = None) -> None:
+                 busy_timeout: float = 5.0, writer_thread: bool = False) -> None:
         super().__init__(path, durability=durability, busy_timeout=busy_timeout,
                          writer_thread=writer_thread)
         self.outbox_signal = OutboxSignal()
