@@ -119,13 +119,25 @@ async def test_an_event_queued_while_a_commit_consumes_it_on_postgres_is_not_que
             await consumer.execute("DELETE FROM events WHERE message_id = 'm1'")
             await consumer.execute("INSERT INTO inbox VALUES ('saga', 'm1', 's1', now())")
             again = asyncio.ensure_future(store.enqueue_event("s1", "m1", "Paid", "{}"))
-            while not await consumer.fetchval(  # noqa: ASYNC110 - it waits for our lock
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE $1", f"%{pg_schema}%"):
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(waiting_for_a_lock(postgres_dsn, pg_schema), 60)
             await consumer.execute("COMMIT")
             queued_again = await asyncio.wait_for(again, 30)
         finally:
             await consumer.close()
 
         assert (False, []) == (queued_again, await store.queued_events("s1"))
+
+
+async def waiting_for_a_lock(dsn: str, schema: str) -> None:
+    """Until a statement on `schema` waits for a lock (seen from a connection of its own: in
+    a transaction, PostgreSQL shows the same picture of pg_stat_activity every time)."""
+    import asyncpg
+
+    watcher = await asyncpg.connect(dsn)
+    try:
+        while not await watcher.fetchval(  # noqa: ASYNC110
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE $1", f"%{schema}%"):
+            await asyncio.sleep(0.01)
+    finally:
+        await watcher.close()
