@@ -5,12 +5,14 @@ Also: worker processes on PostgreSQL, `recover()` of 10,000 sagas, and DBOS Tran
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -70,6 +72,27 @@ class Writes:
         return counted
 
 
+class Stalls:
+    """The longest the event loop was late for a 1 ms timer (ms): how long a write held it."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+
+    @asynccontextmanager
+    async def watching(self) -> AsyncIterator[None]:
+        async def tick() -> None:
+            while True:
+                start = time.perf_counter()
+                await asyncio.sleep(0.001)
+                self.longest = max(self.longest, (time.perf_counter() - start - 0.001) * 1e3)
+
+        ticker = asyncio.ensure_future(tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+
+
 class Compared:
     """One database's runs: the floor and statesaga, sequential ("1") and in flight ("n")."""
 
@@ -119,7 +142,11 @@ async def compare(label: str, floor: Callable[[], Awaitable[None]], store: Any,
             floor_run = await rate(floor, n, flight)
             middle = await wal() if wal and key == "1" else 0
             calls, seconds, batches = writes.calls, writes.seconds, transactions(store)
-            out.add(key, floor_run, await rate(saga, n, flight))
+            stalls = Stalls()
+            async with stalls.watching():
+                saga_run = await rate(saga, n, flight)
+            out.add(key, floor_run, saga_run)
+            out.runs[f"stall {key}"].append(stalls.longest)
             if key == "1":
                 statements.prepare(n)
                 out.runs["statements 1"].append((await rate(statements.saga, n, 1))[0])
@@ -135,19 +162,23 @@ async def compare(label: str, floor: Callable[[], Awaitable[None]], store: Any,
     return out
 
 
-async def compare_sqlite(directory: str, durability: str) -> Compared:
-    floor = SQLiteFloor(os.path.join(directory, f"floor-{durability}.db"), durability)
-    path = os.path.join(directory, f"statesaga-{durability}.db")
+async def compare_sqlite(directory: str, durability: str,
+                         writer_thread: bool = False) -> Compared:
+    name = f"{durability}-{writer_thread}"
+    floor = SQLiteFloor(os.path.join(directory, f"floor-{name}.db"), durability)
+    path = os.path.join(directory, f"statesaga-{name}.db")
+    store = SQLiteStore(path, durability=durability, writer_thread=writer_thread)
+    where = ", writer_thread=True" if writer_thread else ""
 
     async def rows() -> tuple[int, int]:
         return (sqlite_count(path, "SELECT count(*) FROM transitions"),
                 sqlite_count(path, "SELECT count(*) FROM sagas"))
 
-    statements = SQLiteStatements(os.path.join(directory, f"replay-{durability}.db"), durability)
+    statements = SQLiteStatements(os.path.join(directory, f"replay-{name}.db"), durability)
     await statements.setup()
     try:
-        return await compare(f"SQLite WAL, synchronous={durability.upper()}", floor.saga,
-                             SQLiteStore(path, durability=durability), statements, rows)
+        return await compare(f"SQLite WAL, synchronous={durability.upper()}{where}",
+                             floor.saga, store, statements, rows)
     finally:
         floor.conn.close()
         statements.close()
@@ -227,6 +258,15 @@ def compared_lines(results: list[Compared]) -> list[str]:
             lines.append(f"| {r.label} | {how} | {1e6 / r[f'floor {key}']:,.0f} | "
                          f"{1e6 / r[f'saga {key}']:,.0f} | {store} | {cpu['floor']} | "
                          f"{cpu['saga']} | {r.rows_per_saga:.2f} |")
+    lines += [
+        "",
+        "How long the event loop stood still: the longest a 1 ms timer was late while "
+        "statesaga ran (median of the runs, ms; a write on the loop holds it for its fsync):",
+        "",
+        "| database | sequential | " + f"{FLIGHT} in flight |",
+        "|---|---:|---:|",
+        *(f"| {r.label} | {r['stall 1']:,.1f} | {r['stall n']:,.1f} |" for r in results),
+    ]
     for r in results:
         if r.runs["wal saga"]:
             lines += ["", f"{r.label}: WAL written per saga, sequential: floor "
@@ -265,9 +305,11 @@ async def run() -> list[str]:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="statesaga-bench-") as directory:
         compared = [await compare_sqlite(directory, "full"),
+                    await compare_sqlite(directory, "full", writer_thread=True),
                     await compare_sqlite(directory, "normal"), await compare_postgres()]
         alone = await no_database()
-        ours = dict(zip(("full", "normal", "postgres"), compared, strict=True))
+        ours = dict(zip(("full", "full, writer thread", "normal", "postgres"), compared,
+                        strict=True))
         work = await workers_lines()
         recovery = await recover_lines(directory)
         peer = await dbos_lines(directory, ours)
@@ -281,7 +323,9 @@ async def run() -> list[str]:
         f"Sequential: one saga after another; {FLIGHT} in flight: {FLIGHT} coroutines taking "
         "the next saga as they finish (on SQLite they share one connection, so the floor's "
         "commits are serialized; statesaga's writes that are ready together share one "
-        "transaction on both databases, its group commit). Store writes per step: the "
+        "transaction on both databases, its group commit). SQLite FULL twice in the same "
+        "run: writes on the event loop (the default), and with `writer_thread=True` (grouped "
+        "writes in a writer thread). Store writes per step: the "
         "store's `create`, `commit`, `claim`, `renew` and `release` calls (each a transaction "
         "of its own, or its share of a grouped one), counted by "
         f"wrapping them, divided by {STEPS} steps per saga; the target is one commit per step, "
@@ -290,7 +334,7 @@ async def run() -> list[str]:
         "per step; the floor's is 1.00.",
         "",
         *compared_lines(compared),
-        *no_database_lines(alone, compared[1]),
+        *no_database_lines(alone, ours["normal"]),
         "",
         f"### {len(WORKERS)} worker setups on PostgreSQL",
         "",

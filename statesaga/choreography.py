@@ -11,6 +11,7 @@ skipped.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from .graph import RESERVED_EVENTS
 from .logs import logger as _log
 from .orchestrator import Orchestrator
 from .records import SagaRecord
-from .stores.base import OutboxSignal
+from .stores.base import store_time
 
 
 def command(event_type: str,
@@ -135,15 +136,18 @@ class Choreography:
         """Send the outbox's messages to the bus, oldest first; runs until `stop` is set.
 
         A message is marked sent only after the bus confirmed it, so a crash in between
-        sends it again (consumers drop the duplicate by message id). Messages written in this
-        process wake the relay at once; other processes' are found by polling every `poll` s.
+        sends it again (consumers drop the duplicate by message id). Messages are claimed
+        (for the orchestrator's lease), so relays running at once never send one twice.
+        Messages written in this process wake the relay at once; other processes' are found
+        by polling every `poll` s.
         """
-        store: Any = self.orchestrator.store
-        signal: OutboxSignal = getattr(store, "outbox_signal", None) or OutboxSignal()
+        orch = self.orchestrator
+        store, owner = orch.store, f"{orch.owner}:relay:{uuid.uuid4().hex[:8]}"
         sent = 0
         while stop is None or not stop.is_set():
-            written = signal.arm()  # before the read: a message written after it wakes us
-            pending = await store.pending_messages(batch)
+            written = store.outbox_signal.arm()  # before the read: a later message wakes us
+            pending = await store.claim_messages(owner, now=store_time(orch.clock),
+                                                 lease=orch.lease, limit=batch)
             if pending:
                 try:
                     await asyncio.gather(*(self.bus.publish(Event.from_json(text))

@@ -23,7 +23,7 @@ from .records import FAILED, TERMINALS, Kind, Trigger
 from .retry import Retry
 from .saga_run import SagaRun
 from .steps import StepSpec
-from .stores.base import SagaStore
+from .stores.base import SagaStore, store_time
 
 
 class _Outcome:
@@ -49,6 +49,10 @@ class Runner:
         self.owner = owner
         self.lease = lease
         self.stopping = False  # a worker shuts down: stop at the next transition
+
+    def store_now(self) -> float | None:
+        """The `now` leases count from: None (the store's clock) for the real clock."""
+        return store_time(self.clock)
 
     async def drive(self, run: SagaRun, *, resumed: bool = False) -> None:
         """Run the saga until it is terminal or waits for an outside event."""
@@ -380,11 +384,12 @@ class Runner:
             at=datetime.fromtimestamp(now, UTC), step=step, attempt=attempt,
             error=error and storable_text(error), duration=duration,
             reason=reason and storable_text(reason),
-            worker=self.owner, result=result, owner=self.owner, lease_until=now + self.lease,
+            worker=self.owner, result=result, owner=self.owner, now=self.store_now(),
+            lease=self.lease,
             messages=[*messages, *run.outbox] if messages else run.outbox, inbox=inbox,
             wake_at=kernel.due(graph, move.dest, entered, run.deadline_at))
         try:
-            abort = await self.store.commit(commit)
+            abort = (await self.store.commit(commit)).abort
         except BaseException:
             run.outbox = []
             if result is not None and step is not None:

@@ -329,16 +329,20 @@ def record(
     worker: str | None = None,
     result: str | None = None,
     owner: str | None = None,
-    lease_until: float | None = None,
+    now: float | None = None,
+    lease: float | None = None,
     messages: Iterable[object] = (),
     inbox: str | None = None,
+    consumed: int | None = None,
     wake_at: float | None = None,
     pending: bool = False,
 ) -> tuple[Transition, Commit]:
     """The transition `move` adds to the history, and the commit that writes it.
 
     A saga that ended, or that waits for an outside event, keeps no lease: `owner` is
-    dropped so that whoever brings its event may claim it.
+    dropped so that whoever brings its event may claim it. `now` is the time leases count
+    from (None: the store's clock), `lease` their length; `consumed` the queued outside
+    event the move took.
     """
     dest = move.dest
     transition = Transition(at, move.source or None, dest, move.event, step, attempt, error,
@@ -350,6 +354,6 @@ def record(
     return transition, Commit(
         saga_id=saga_id, revision=revision, state=dest, status=status,
         error=move.after.error, transition=transition, result=result,
-        owner=owner if keep else None, lease_until=lease_until if keep else None,
-        messages=tuple(messages), waiting=waiting, inbox=inbox,
+        owner=owner if keep else None, now=now, lease=lease if keep else None,
+        messages=tuple(messages), waiting=waiting, inbox=inbox, consumed=consumed,
         wake_at=None if done else wake_at)

@@ -38,7 +38,7 @@ from .graph import RESERVED_EVENTS
 from .logs import logger as _log
 from .records import TERMINALS, SagaRecord, SagaStatus, Trigger
 from .saga_run import SagaRun
-from .stores.base import SagaStore
+from .stores.base import SagaStore, store_time
 from .stores.memory import InMemoryStore
 from .stores.reads import SagaPage, SagaQuery, SagaSummary, list_summaries, reader
 
@@ -166,19 +166,19 @@ class Orchestrator:
         transition, commit = kernel.record(
             graph, kernel.start(graph), saga_id=saga_id, revision=1,
             at=datetime.fromtimestamp(now, UTC), worker=worker, owner=worker,
-            lease_until=now + self.lease, pending=pending,
+            lease=self.lease, pending=pending,
             wake_at=kernel.due(graph, graph.initial, now, deadline))
         record = SagaRecord(
             saga_id=saga_id, name=machine.name, version=machine.version, state=commit.state,
             status=commit.status, data=from_json(data_json), results={}, error=None,
             history=(transition,), created_at=transition.at, updated_at=transition.at,
-            revision=1,
+            revision=1, fence=1,
             deadline_at=None if deadline is None else datetime.fromtimestamp(deadline, UTC))
         messages = await self._enter_initial(machine, record)
         try:
             await self.store.create(
-                record, data_json=data_json, owner=commit.owner,
-                lease_until=commit.lease_until, waiting=commit.waiting, messages=messages,
+                record, data_json=data_json, owner=commit.owner, now=store_time(self.clock),
+                lease=commit.lease, waiting=commit.waiting, messages=messages,
                 wake_at=commit.wake_at)
         except SagaConflict:
             existing = await self.store.load(saga_id)
@@ -214,8 +214,8 @@ class Orchestrator:
         """Lease one saga to this orchestrator, or `SagaConflict` if a live worker holds it."""
         self._parked.pop(record.saga_id, None)  # whatever happens next, that copy goes stale
         machine = self.definition(record)
-        claimed = await self.store.claim(self.owner, now=self.clock.time(), lease=self.lease,
-                                         limit=1, saga_id=record.saga_id)
+        claimed = await self.store.claim(self.owner, now=store_time(self.clock),
+                                         lease=self.lease, limit=1, saga_id=record.saga_id)
         if not claimed:
             raise LeaseHeld(
                 f"saga {record.saga_id!r} is being run by another worker (its lease is live): "
@@ -273,7 +273,8 @@ class Orchestrator:
 
     async def _renew(self, ids: list[str]) -> None:
         try:
-            await self.store.renew(self.owner, ids, self.clock.time() + self.lease)
+            await self.store.renew(self.owner, ids, now=store_time(self.clock),
+                                   lease=self.lease)
         except Exception:  # a store hiccup: the next beat or commit renews the leases
             _log.warning("saga.lease_renewal_failed", exc_info=True)
 
@@ -415,7 +416,7 @@ class Orchestrator:
                     progress(len(recovered))
 
         while True:
-            claimed = await self.store.claim(self.owner, now=self.clock.time(),
+            claimed = await self.store.claim(self.owner, now=store_time(self.clock),
                                              lease=self.lease, limit=batch,
                                              definitions=definitions)
             if not claimed:
@@ -452,7 +453,7 @@ class Orchestrator:
                 if free > 0:
                     try:
                         claimed = await self.store.claim(
-                            self.owner, now=self.clock.time(), lease=self.lease, limit=free,
+                            self.owner, now=store_time(self.clock), lease=self.lease, limit=free,
                             definitions=list(self._definitions))
                     except StoreError:  # a database hiccup must not kill the worker
                         _log.warning("saga.claim_failed", exc_info=True)

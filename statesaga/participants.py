@@ -2,7 +2,8 @@
 
 A participant keeps its state per saga in the saga store's database; handling one command
 (its new state, the command's message id in the inbox, its replies in the outbox) is one
-transaction, so a redelivered command is applied once.
+transaction, so a redelivered command is applied once. A command found in the inbox is not
+handled again: the handler's code runs once per message, unless two copies arrive at once.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import attrs
 
 from . import telemetry
 from .events import Event, EventBus
-from .exceptions import UndeliverableEvent
+from .exceptions import DuplicateMessage, UndeliverableEvent
 from .logs import logger as _log
+from .stores.base import ParticipantStore
 
 Reply = Event | Sequence[Event] | None
 CommandHandler = Callable[[Event, dict[str, Any]], Reply | Awaitable[Reply]]
@@ -26,7 +28,7 @@ class Participant:
     """A service in a choreography. Handlers get `(command, state)`, change `state` (a dict
     kept for this saga) in place, and return the reply event(s)."""
 
-    def __init__(self, name: str, store: Any) -> None:
+    def __init__(self, name: str, store: ParticipantStore) -> None:
         self.name = name
         self.store = store
         self.handlers: dict[str, tuple[CommandHandler, tuple[str, ...]]] = {}
@@ -54,7 +56,14 @@ class Participant:
     async def _handle(self, command: Event) -> bool:
         func, _ = self.handlers[command.type]
         key = command.correlation_id
-        state = await self.store.participant_state(self.name, key) or {}
+        assert key is not None  # `handle` refused a command without one
+        try:
+            state = await self.store.participant_state(
+                self.name, key, message_id=command.message_id) or {}
+        except DuplicateMessage:  # applied before: its handler does not run again
+            _log.info("participant.duplicate", participant=self.name, type=command.type,
+                      message_id=command.message_id)
+            return False
         reply = func(command, state)
         if inspect.isawaitable(reply):
             reply = await reply
@@ -62,7 +71,7 @@ class Participant:
         replies = [attrs.evolve(r, correlation_id=r.correlation_id or key,
                                 causation_id=r.causation_id or command.message_id)
                    for r in replies]
-        applied: bool = await self.store.participant_apply(
+        applied = await self.store.participant_apply(  # the final guard: two copies at once
             self.name, key, command.message_id, state, replies)
         if not applied:
             _log.info("participant.duplicate", participant=self.name, type=command.type,

@@ -145,7 +145,11 @@ class Transition:
 
 @attrs.frozen
 class SagaRecord:
-    """One saga instance as stored: its state, shared data, step results and history."""
+    """One saga instance as stored: its state, shared data, step results and history.
+
+    `fence` grows with every claim of the saga (1 at its creation): a number to pass to
+    services beside the idempotency key, so they can refuse a writer that lost its lease.
+    """
 
     saga_id: str
     name: str

@@ -12,7 +12,8 @@ It prints "ready" once its subscriptions exist, runs until SIGTERM, then closes 
 store and exits 0; SIGUSR1 prints every task's stack to stderr. Environment:
     TRIP_TIMEOUT=s       the states' timeout (default 30)
     LEASE=s              the orchestrator's lease (default 0.5)
-    CALLS=path           append one JSON line per `participant_apply`: who, which message, applied
+    CALLS=path           append one JSON line per `participant_apply`, and per duplicate that
+                         `participant_state` found in the inbox: who, which message, applied
     HANDLER_DELAY=s      participants sleep that long before handling a command
     RECONNECT_TIMEOUT=s  the bus's reconnect_timeout (default 30)
     KILL_AFTER_SEND=1    the relay prints "batch <outbox ids>" and SIGKILLs itself once the bus
@@ -39,6 +40,7 @@ from statesaga import Orchestrator, RabbitMQBus, SQLiteStore
 from statesaga.choreography import Choreography
 from statesaga.events import Event
 from statesaga.examples.trip_choreography import build_participants, build_trip_choreography
+from statesaga.exceptions import DuplicateMessage
 from statesaga.participants import CommandHandler, Participant
 
 
@@ -82,18 +84,29 @@ class HookedStore:
             die()
         await self._store.mark_sent(ids)
 
+    async def participant_state(self, participant: str, key: str, *,
+                                message_id: str | None = None) -> Any:
+        try:
+            return await self._store.participant_state(participant, key, message_id=message_id)
+        except DuplicateMessage:  # found in the inbox: its handler does not run
+            self._note(participant, key, message_id, False)
+            raise
+
     async def participant_apply(self, participant: str, key: str, message_id: str,
                                 state: dict[str, Any], messages: Sequence[Any]) -> bool:
         applied = await self._store.participant_apply(participant, key, message_id, state,
                                                       messages)
+        self._note(participant, key, message_id, applied)
+        if applied and participant == self._kill_after_apply:  # committed, not acked
+            die()
+        return applied
+
+    def _note(self, participant: str, key: str, message_id: str | None, applied: bool) -> None:
         if self._calls is not None:
             line = json.dumps({"participant": participant, "saga_id": key,
                                "message_id": message_id, "applied": applied,
                                "pid": os.getpid()})
             self._calls.write(line + "\n")
-        if applied and participant == self._kill_after_apply:  # committed, not acked
-            die()
-        return applied
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

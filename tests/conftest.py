@@ -9,9 +9,11 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
+from storekit import Backend
 
 POSTGRES_DSN = os.environ.get("STATESAGA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 RABBITMQ_URL = os.environ.get("STATESAGA_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
@@ -79,6 +81,47 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def rabbitmq_url() -> str:
     need_service("rabbitmq", "127.0.0.1", 5672)
     return RABBITMQ_URL
+
+
+def _backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if kind == "postgres":
+        return Backend(kind, dsn=request.getfixturevalue("postgres_dsn"),
+                       schema=request.getfixturevalue("pg_schema"))
+    if kind == "sqlite-writer-thread":  # grouped writes in a writer thread
+        return Backend("sqlite", path=tmp_path / "sagas.db", options={"writer_thread": True})
+    return Backend(kind, path=tmp_path / "sagas.db")
+
+
+@pytest.fixture(params=["memory", "sqlite", "sqlite-writer-thread", "postgres"])
+def any_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return _backend(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return _backend(request.param, request, tmp_path)
+
+
+@pytest.fixture
+async def backend(any_backend: Backend) -> AsyncIterator[Backend]:
+    """Each kind of store (memory, SQLite, PostgreSQL): stores it made are closed after."""
+    yield any_backend
+    for store in any_backend.stores:
+        await store.close()
+
+
+@pytest.fixture
+async def durable(durable_backend: Backend) -> AsyncIterator[Backend]:
+    """Each durable kind of store (SQLite, PostgreSQL): stores it made are closed after."""
+    yield durable_backend
+    for store in durable_backend.stores:
+        await store.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Any:
+    """A store of each kind."""
+    return backend.store()
 
 
 def run(coro):  # type: ignore[no-untyped-def]

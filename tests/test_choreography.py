@@ -39,7 +39,8 @@ class Harness:
     async def pump(self, *, redeliver: bool = False) -> None:
         """Deliver every outbox message to whoever handles it, until none is left."""
         waited = waits_for(self.machine)
-        while pending := await self.store.pending_messages():
+        while pending := await self.store.claim_messages("pump", now=None, lease=60,
+                                                         limit=100):
             await self.store.mark_sent([i for i, _ in pending])
             for _, text in pending:
                 event = Event.from_json(text)
@@ -275,5 +276,5 @@ async def test_a_command_carries_typed_saga_data_as_json() -> None:
     m.add_transition("booking", "completed", "FlightBooked")
     store = InMemoryStore()
     await Orchestrator(store=store).run(m, Trip("LH1", 2), saga_id="t1")
-    ((_, text),) = await store.pending_messages()
+    ((_, text),) = await store.claim_messages("test", now=None, lease=60, limit=10)
     assert {"flight": "LH1", "nights": 2} == Event.from_json(text).payload

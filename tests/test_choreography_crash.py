@@ -140,7 +140,8 @@ class Trip:
                 if c != "saga"}
 
     def applications(self) -> dict[str, list[bool]]:
-        """Per command delivered to a participant: `participant_apply`'s answers, in order."""
+        """Per command delivered to a participant, in order: applied (True), or a duplicate
+        (False: found in the inbox before its handler ran, or refused by `participant_apply`)."""
         out: dict[str, list[bool]] = defaultdict(list)
         if self.calls.exists():
             for line in self.calls.read_text().splitlines():

@@ -127,7 +127,7 @@ def test_a_closed_pipe_ends_the_listing_quietly(tmp_path: Path) -> None:
         store = SQLiteStore(tmp_path / "sagas.db")
         for i in range(1000):
             await store.create(record(f"saga-{i:04d}-" + "x" * 30, SagaStatus.COMPLETED),
-                               data_json="{}", owner=None, lease_until=None)
+                               data_json="{}", owner=None, lease=None)
         await store.close()
 
     asyncio.run(seed())
@@ -142,7 +142,7 @@ def test_list_cuts_long_ids_and_pages_with_a_cursor(
         store = SQLiteStore(tmp_path / "sagas.db")
         for saga_id in ("a", "b", "c" * 10_000):
             await store.create(record(saga_id, SagaStatus.RUNNING), data_json="{}",
-                               owner=None, lease_until=None)
+                               owner=None, lease=None)
         await store.close()
 
     asyncio.run(seed())
@@ -170,7 +170,7 @@ def test_recover_names_sagas_held_by_other_workers_and_sums_up_unknown_versions(
         for i in range(90):
             await store.create(record(f"old-{i}", SagaStatus.RUNNING, name="trip",
                                       version="0ld"), data_json="{}", owner=None,
-                               lease_until=None)
+                               lease=None)
         await store.close()
 
     asyncio.run(seed())
@@ -196,7 +196,7 @@ def test_show_prints_data_and_results_cut_unless_full(
         store = SQLiteStore(tmp_path / "sagas.db")
         await store.create(record("s1", SagaStatus.RUNNING),
                            data_json='{"note": "' + "n" * 500 + '", "flight": "LH1"}',
-                           owner=None, lease_until=None)
+                           owner=None, lease=None)
         await store.close()
 
     asyncio.run(seed())

@@ -160,18 +160,18 @@ def test_record_builds_the_transition_and_a_commit_that_releases_a_finished_saga
     move = decide(m.graph, Position("compensating_a", ("a",)), "succeed")
     assert move is not None
     transition, commit = record(m.graph, move, saga_id="s", revision=7, at=AT, step="a",
-                                attempt=1, worker="w", owner="w", lease_until=99.0)
+                                attempt=1, worker="w", owner="w", lease=99.0)
     assert ("compensating_a", "compensated", "succeed", Kind.MIRROR) == (
         transition.source, transition.dest, transition.event, transition.kind)
     assert (7, SagaStatus.COMPENSATED, None, None) == (
-        commit.revision, commit.status, commit.owner, commit.lease_until)
+        commit.revision, commit.status, commit.owner, commit.lease)
 
 
 def test_record_keeps_the_lease_of_a_saga_that_goes_on() -> None:
     m = abcd()
     _, commit = record(m.graph, decide(m.graph, Position("a"), "retry"),  # type: ignore[arg-type]
-                       saga_id="s", revision=2, at=AT, owner="w", lease_until=99.0)
-    assert ("w", 99.0, SagaStatus.RUNNING) == (commit.owner, commit.lease_until, commit.status)
+                       saga_id="s", revision=2, at=AT, owner="w", lease=99.0)
+    assert ("w", 99.0, SagaStatus.RUNNING) == (commit.owner, commit.lease, commit.status)
 
 
 def test_a_waiting_state_times_out_at_its_timer_or_the_deadline_whichever_first() -> None:

@@ -223,10 +223,10 @@ async def test_a_long_step_keeps_its_lease_alive() -> None:
     renewed: list[float] = []
     real_renew = store.renew
 
-    async def renew(owner: str, ids: Any, until: float) -> None:
-        renewed.append(until)
+    async def renew(owner: str, ids: Any, *, now: float | None, lease: float) -> Any:
+        renewed.append(lease)
         gate.set()
-        await real_renew(owner, ids, until)
+        return await real_renew(owner, ids, now=now, lease=lease)
 
     store.renew = renew  # type: ignore[method-assign]
 

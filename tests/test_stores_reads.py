@@ -39,7 +39,8 @@ def record(saga_id: str, status: SagaStatus, *, at: datetime = T0, name: str = "
 async def add(store: SagaStore, rec: SagaRecord, *, owner: str | None = None,
               until: float | None = None, messages: tuple[Event, ...] = ()) -> None:
     await store.create(rec, data_json='{"big": "' + "x" * 1000 + '"}', owner=owner,
-                       lease_until=until, messages=messages)
+                       now=NOW, lease=None if until is None else until - NOW,
+                       messages=messages)
 
 
 async def test_a_listing_pages_newest_first_and_every_saga_comes_once(
@@ -141,7 +142,7 @@ async def test_outbox_stats_count_the_unsent_and_date_the_oldest(
     stats = await reader(saga_store).outbox_stats()
     assert (3, T0) == (stats.unsent, stats.oldest_unsent_at)
     assert 3600.0 == pytest.approx(stats.lag(NOW))
-    sent = await saga_store.pending_messages(1)
+    sent = await saga_store.claim_messages("relay", now=NOW, lease=60, limit=1)
     await saga_store.mark_sent([sent[0][0]])
     stats = await reader(saga_store).outbox_stats()
     assert (2, T0 + timedelta(seconds=60)) == (stats.unsent, stats.oldest_unsent_at)
@@ -179,7 +180,7 @@ def test_a_prefix_ends_past_every_string_that_starts_with_it() -> None:
 async def test_a_version_1_sqlite_store_gains_the_read_indexes(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:
-        from statesaga.stores.sqlite import _SQLITE
+        from statesaga.stores._sqlite_db import SQLITE as _SQLITE
 
         for sql in _SQLITE.migrations(0, "old")[:len(_sql.MIGRATIONS[0])]:
             conn.execute(sql)

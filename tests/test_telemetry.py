@@ -112,7 +112,8 @@ async def test_a_choreography_is_one_trace(otel: Any) -> None:
     serving = asyncio.create_task(choreography.serve([machine], stop, poll=0.01))
     await choreography.start(machine, {"fail_at": "payment"}, saga_id="c-1")
     # the saga ends in another task; then the relay sends the last command (CancelFlight)
-    while not (await store.load("c-1")).is_terminal or await store.pending_messages():  # noqa: ASYNC110
+    while (not (await store.load("c-1")).is_terminal  # noqa: ASYNC110
+           or (await store.outbox_stats()).unsent):
         await asyncio.sleep(0.01)
     await bus.drain()
     stop.set()
@@ -142,7 +143,7 @@ async def test_an_event_made_inside_a_span_carries_its_trace(otel: Any) -> None:
     assert f"{span.get_span_context().trace_id:032x}" in event.headers["traceparent"]
     store = InMemoryStore()
     await store.participant_apply("p", "k", "m1", {}, [event])
-    (_, text), = await store.pending_messages()
+    (_, text), = await store.claim_messages("test", now=None, lease=60, limit=10)
     assert event.headers == Event.from_json(text).headers
     bus, got = InMemoryBus(), []
     await bus.subscribe("Paid", got.append)

@@ -1,15 +1,21 @@
-"""How `PostgresStore` borrows a connection for one call (kept idle between calls), and how
-its batch connections plan."""
+"""`PostgresStore`'s connections: its pool, the idle connections it keeps between calls, its
+batch connections, and what a failed call means (a refused statement, or an unknown outcome).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+import inspect
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..exceptions import SagaError
-
-if TYPE_CHECKING:
-    from .postgres import PostgresStore
+from ..exceptions import CommitOutcomeUnknown, SagaError, StoreError
+from . import _sql
+from .base import Opened
+from .urls import redact
 
 # The batch connections' settings. A batch's plan is made once (planning each cost 0.25-0.4
 # ms), and while the table is small a scan of all of it looks cheaper than a lookup per saga:
@@ -17,6 +23,183 @@ if TYPE_CHECKING:
 # slower as sagas piled up. With these, a batch looks up each of its sagas by key.
 BY_KEY = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin": "off",
           "plan_cache_mode": "force_generic_plan"}
+# SQLSTATEs that say the connection (not the statement) failed: class 08, and the server
+# shutting down or refusing (57P01-57P03). A statement in flight then may have committed.
+_LOST_STATES = ("57P01", "57P02", "57P03")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset on release: the store never changes a session, so a round trip saved."""
+
+
+def _secrets(dsn: str) -> list[str]:
+    """The passwords in `dsn` (user part or `password=`), as written and decoded."""
+    parts = urlsplit(dsn)
+    found = [parts.password or ""] + [v for k, v in parse_qsl(parts.query) if k == "password"]
+    return sorted({s for p in found if p for s in (p, unquote(p))}, key=len, reverse=True)
+
+
+class PgConnections(Opened):
+    """A PostgreSQL database and schema: the pool opens on first use (or `open()`)."""
+
+    def __init__(self, dsn: str, *, schema: str, min_size: int, max_size: int,
+                 connect_timeout: float) -> None:
+        if not _IDENTIFIER.fullmatch(schema):
+            raise ValueError(f"schema must be an identifier (letters, digits and _, at most 63, "
+                             f"not starting with a digit), not {schema!r}")
+        try:
+            import asyncpg
+        except ImportError as exc:  # pragma: no cover - asyncpg is in the test environment
+            raise StoreError("PostgresStore needs asyncpg: pip install 'statesaga[postgres]'"
+                             ) from exc
+        self._asyncpg: Any = asyncpg
+        self._pool_options: dict[str, Any] = {"reset": _keep_session} if "reset" in \
+            inspect.signature(asyncpg.create_pool).parameters else {}  # asyncpg >= 0.30
+        self._failures = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                          asyncpg.InternalClientError)
+        self._dsn, self._secrets = dsn, _secrets(dsn)
+        self.schema = schema
+        self.min_size, self.max_size, self.connect_timeout = min_size, max_size, connect_timeout
+        self.url = redact(dsn) if schema == "statesaga" else redact(
+            f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}")
+        self._d = _sql.Dialect(fill={
+            "s": f'"{schema}".', "int": "BIGINT", "ts": "TIMESTAMPTZ",
+            "float": "DOUBLE PRECISION", "bool": "BOOLEAN",
+            "serial": "BIGINT GENERATED ALWAYS AS IDENTITY", "clustered": "",
+            "autoincrement": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+            "n_column": ", n BIGINT GENERATED ALWAYS AS IDENTITY", "n": "n",
+            "each": "jsonb_array_elements_text", "lock": " FOR UPDATE SKIP LOCKED",
+            "numbers": "SELECT value::bigint FROM jsonb_array_elements_text",
+            "pairs": "SELECT value ->> 0, value ->> 1 FROM jsonb_array_elements",
+            "clock": "extract(epoch FROM statement_timestamp())::float8",
+            "received": "coalesce(to_timestamp($5::float8), statement_timestamp())",
+            "sagas_with": " WITH (fillfactor = 70)",  # room for HOT updates
+            "pg": "", "sqlite": "SELECT 1 -- "})  # one database's statements (migrations)
+        self._pool: Any = None
+        self._lanes: list[Any] = []  # idle connections for grouped writes
+        self._idle: list[Any] = []  # connections kept out of the pool: no acquire per call
+        self._waiting = 0  # calls waiting for the pool: a connection done goes back to it
+        self._opening = asyncio.Lock()
+
+    @property
+    def dsn(self) -> str:
+        """The DSN, its password replaced by `***` (the store keeps the real one private)."""
+        return redact(self._dsn)
+
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema; `StoreError` if that fails."""
+        async with self._opening:
+            if self._pool is not None:
+                return
+            try:
+                pool = await self._asyncpg.create_pool(
+                    self._dsn, min_size=self.min_size, max_size=self.max_size,
+                    timeout=self.connect_timeout, **self._pool_options)
+            except self._failures as exc:
+                raise StoreError(
+                    f"cannot connect to the saga store {self.url} ({self._scrub(exc)}): check "
+                    "that PostgreSQL runs there and that the URL is right") from exc
+            try:
+                async with pool.acquire() as conn:
+                    await self._migrate(conn)
+            except BaseException:
+                await pool.close()
+                raise
+            self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool; the next call opens it again."""
+        pool, self._pool = self._pool, None
+        idle, self._idle = self._idle, []
+        lanes, self._lanes = self._lanes, []
+        for conn in lanes:
+            with contextlib.suppress(*self._failures):
+                await conn.close()
+        if pool is not None:
+            for conn in idle:
+                await pool.release(conn)
+            await pool.close()
+
+    async def _migrate(self, conn: Any) -> None:
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                                   f"statesaga:{self.schema}")
+                found = 0
+                if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                       f'"{self.schema}".schema_version'):
+                    found = await conn.fetchval(
+                        self._d("SELECT max(version) FROM {s}schema_version"))
+                steps = self._d.migrations(found or 0, self.url)
+                if steps:
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                for sql in steps:
+                    await conn.execute(sql)
+        except self._failures as exc:
+            raise self._failed(exc) from exc
+
+    def _connection(self, *, write: bool = False) -> Borrowed:
+        """A connection for one call; `write`: a failure in flight is an unknown outcome."""
+        return Borrowed(self, write)
+
+    @contextlib.asynccontextmanager
+    async def _lane(self) -> AsyncIterator[Any]:
+        """A connection for one batch of grouped writes, outside the pool, whose plans find
+        every row by key (`BY_KEY`)."""
+        conn = None
+        while self._lanes and conn is None:
+            conn = self._lanes.pop()
+            if conn.is_closed():
+                conn = None
+        try:
+            if conn is None:
+                if self._pool is None:
+                    await self.open()  # the schema is there
+                try:
+                    conn = await self._asyncpg.connect(
+                        self._dsn, timeout=self.connect_timeout, server_settings=BY_KEY)
+                except self._failures as exc:  # nothing was sent
+                    raise self._failed(exc) from exc
+            yield conn
+        except BaseException as exc:  # lost, or cancelled mid-statement: not reused
+            if conn is not None:
+                conn.terminate()
+            if isinstance(exc, self._failures):
+                raise self._failed(exc, write=True) from exc
+            raise
+        if self._pool is None:  # the store was closed meanwhile
+            await conn.close()
+        else:
+            self._lanes.append(conn)
+
+    def lost(self, exc: BaseException) -> bool:
+        """Did the connection fail (rather than the statement, which the server rolled back)?"""
+        if isinstance(exc, self._asyncpg.PostgresError):
+            state = getattr(exc, "sqlstate", None) or ""
+            return state.startswith("08") or state in _LOST_STATES
+        return isinstance(exc, self._failures)
+
+    def _failed(self, exc: BaseException, *, write: bool = False) -> StoreError:
+        """The driver's error as a `StoreError` naming the store (never its password):
+        `CommitOutcomeUnknown` if the connection failed while a write was in flight."""
+        what = self._scrub(exc)
+        if write and self.lost(exc):
+            return CommitOutcomeUnknown(
+                f"the connection to the saga store {self.url} failed while a write was in "
+                f"flight ({what}): it may or may not have been stored; load the saga again "
+                "before doing anything else with it")
+        if not isinstance(exc, self._failures):  # refused by the driver before it was sent
+            what = f"refused by the driver: {what}"
+        return StoreError(
+            f"the saga store {self.url} failed ({what}); the transaction was rolled back, so "
+            "nothing was half-written: fix the cause, then resume the saga")
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
 
 class Borrowed:
@@ -26,10 +209,10 @@ class Borrowed:
     `max_size`: it would wait forever for a connection kept idle) or the driver failed: then
     to the pool (reset or replaced, for a failure), and the error becomes a `StoreError`."""
 
-    __slots__ = ("conn", "pool", "store")
+    __slots__ = ("conn", "pool", "store", "write")
 
-    def __init__(self, store: PostgresStore) -> None:
-        self.store = store
+    def __init__(self, store: PgConnections, write: bool) -> None:
+        self.store, self.write = store, write
 
     async def __aenter__(self) -> Any:
         store = self.store
@@ -46,7 +229,7 @@ class Borrowed:
                 await store.open()
             self.pool = store._pool
             self.conn = await self.pool.acquire()
-        except store._failures as exc:
+        except store._failures as exc:  # nothing was sent
             raise store._failed(exc) from exc
         finally:
             store._waiting -= 1
@@ -61,5 +244,6 @@ class Borrowed:
         else:  # the pool resets the connection, or terminates and replaces it
             with contextlib.suppress(*store._failures):
                 await self.pool.release(self.conn)
-        if isinstance(exc, store._failures):
-            raise store._failed(exc) from exc
+        if isinstance(exc, store._failures) or (
+                isinstance(exc, ValueError) and not isinstance(exc, SagaError)):
+            raise store._failed(exc, write=self.write) from exc

@@ -32,45 +32,52 @@ APPLY = f"""WITH i AS ({_sql.CONSUME} RETURNING 1),
 
 
 def create_sql(many: bool, outbox: bool) -> str:
-    """One statement: the saga ($1-$15), its history ($16-$26: arrays if `many`), messages."""
-    history = [f"${16 + i}::{t}{'[]' if many else ''}" for i, t in enumerate(TYPES[HISTORY])]
+    """One statement: the saga ($1-$16), its history ($17-$27: arrays if `many`), messages."""
+    history = [f"${17 + i}::{t}{'[]' if many else ''}" for i, t in enumerate(TYPES[HISTORY])]
     source = (f"s.saga_id, h.*, NULL FROM s, unnest({', '.join(history)}) AS h" if many
               else f"s.saga_id, {', '.join(history)}, NULL FROM s")
     sql = (f"WITH s AS ({_sql.INSERT_SAGA} RETURNING saga_id), "
            f"h AS ({TRANSITION}SELECT {source})")
     if outbox:
-        sql += ", o AS (" + OUTBOX.format(at=9, n=16 + len(history)) + ")"
+        sql += ", o AS (" + OUTBOX.format(at=9, n=17 + len(history)) + ")"
     return sql + " SELECT count(*) FROM s"
 
 
-def commit_sql(outbox: bool, inbox: bool) -> str:
-    """One statement: the update ($1-$10), the transition ($11-$20), messages, the inbox."""
-    values = ["$1", "$2", "$6", *(f"${8 + i}::{t}" for i, t in enumerate(TYPES) if i > 2)]
+def commit_sql(outbox: bool, inbox: bool, consumed: bool) -> str:
+    """One statement: the update ($1-$11), the transition ($12-$21), messages, the inbox, the
+    queued event consumed; returns the abort reason and how many events stay queued."""
+    values = ["$1", "$2", "$6", *(f"${9 + i}::{t}" for i, t in enumerate(TYPES) if i > 2)]
     sql = (f"WITH s AS ({_sql.UPDATE_SAGA}), t AS ({TRANSITION}SELECT {', '.join(values)} "
            "FROM s)")
-    n = 8 + len(TYPES)
+    n = 9 + len(TYPES)
     if outbox:
         sql += ", o AS (" + OUTBOX.format(at=6, n=n) + ")"
         n += 1
     if inbox:
         sql += (", i AS (INSERT INTO {s}inbox (consumer, message_id, saga_id, consumed_at) "
                 f"SELECT 'saga', ${n}::text, $1, $6 FROM s)")
-    return sql + " SELECT abort_reason FROM s"
+        n += 1
+    if not consumed:
+        return sql + " SELECT abort_reason, events FROM s"
+    return sql + (f", e AS (DELETE FROM {{s}}events WHERE saga_id = $1 AND seq = ${n}::bigint "
+                  "AND EXISTS (SELECT 1 FROM s) RETURNING 1) "
+                  "SELECT abort_reason, events - (SELECT count(*) FROM e) FROM s")
 
 
 CLAIM = """WITH c AS ({candidates})
     UPDATE {s}sagas AS s SET owner = {owner}, lease_until = {until}, revision = s.revision + 1,
+        fence = s.fence + 1,
         status = CASE c.status WHEN 'pending' THEN 'running' ELSE c.status END
     FROM c WHERE s.saga_id = c.saga_id
     RETURNING s.saga_id, s.name, s.version, s.state, c.status, s.data, s.error, s.revision,
-        s.created_at, s.updated_at, s.deadline_at, s.n"""
+        s.created_at, s.updated_at, s.deadline_at, s.fence, s.n"""
 
 # The columns of a saga row, in `_sql.saga_row` order.
 _SAGA = (("saga_id", "text"), ("name", "text"), ("version", "text"), ("state", "text"),
          ("status", "text"), ("data", "text"), ("error", "text"), ("revision", "bigint"),
          ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
-         ("deadline_at", "timestamptz"), ("owner", "text"), ("lease_until", "float8"),
-         ("waiting", "boolean"), ("wake_at", "float8"))
+         ("deadline_at", "timestamptz"), ("owner", "text"), ("lease", "float8"),
+         ("waiting", "boolean"), ("wake_at", "float8"), ("now", "float8"))
 # A new saga's first transition: the transition's columns but saga_id and result (`HISTORY`).
 _FIRST = tuple(zip(("h_seq", "h_at", "h_source", "h_dest", "h_event", "h_step", "h_attempt",
                     "h_error", "h_duration", "h_reason", "h_worker"), TYPES[HISTORY],
@@ -78,10 +85,13 @@ _FIRST = tuple(zip(("h_seq", "h_at", "h_source", "h_dest", "h_event", "h_step", 
 # The columns of a commit, in `_sql.update_row` order then the transition's from `source` on.
 _COMMIT = (("saga_id", "text"), ("revision", "bigint"), ("state", "text"), ("status", "text"),
            ("error", "text"), ("at", "timestamptz"), ("owner", "text"),
-           ("lease_until", "float8"), ("waiting", "boolean"), ("wake_at", "float8"),
+           ("lease", "float8"), ("waiting", "boolean"), ("wake_at", "float8"), ("now", "float8"),
            *((f"t_{name}", kind) for name, kind in zip(
                ("source", "dest", "event", "step", "attempt", "error", "duration", "reason",
                 "worker", "result"), TYPES[3:], strict=True)))
+
+
+_UNTIL = "coalesce(c.now, {clock})"  # a row's lease runs from its `now`, or the server's clock
 
 
 def _rows(columns: tuple[tuple[str, str], ...]) -> str:
@@ -95,10 +105,11 @@ def _rows(columns: tuple[tuple[str, str], ...]) -> str:
 def create_many_sql() -> str:
     """One statement for many new sagas with one transition each and no messages (rows in
     `_sql.saga_row` then `HISTORY` order); returns the ids it created (not those taken)."""
-    saga = ", ".join(name for name, _ in _SAGA)
+    saga = ", ".join(name for name, _ in _SAGA[:12])
     first = ", ".join(name for name, _ in _FIRST)
     return f"""WITH {_rows(_SAGA + _FIRST)},
-    s AS (INSERT INTO {{s}}sagas ({saga}) SELECT {saga} FROM c
+    s AS (INSERT INTO {{s}}sagas ({saga}, lease_until, waiting, wake_at, fence)
+          SELECT {saga}, lease + {_UNTIL}, waiting, wake_at, 1 FROM c
           ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id),
     h AS ({TRANSITION}SELECT c.saga_id, {first}, NULL FROM c JOIN s ON s.saga_id = c.saga_id)
     SELECT saga_id FROM s"""
@@ -106,18 +117,19 @@ def create_many_sql() -> str:
 
 def commit_many_sql() -> str:
     """One statement for many sagas' plain commits (no messages, no inbox), each a row of
-    the values `commit_sql` takes as $1-$20; returns the sagas it moved, with their abort
-    reasons. A saga at another revision is left alone (not returned)."""
+    the values `commit_sql` takes as $1-$21; returns the sagas it moved, with their abort
+    reasons and queued events. A saga at another revision is left alone (not returned)."""
     return f"""WITH {_rows(_COMMIT)},
     s AS (UPDATE {{s}}sagas AS g SET revision = c.revision, state = c.state,
           status = c.status, error = c.error, updated_at = c.at, owner = c.owner,
-          lease_until = c.lease_until, waiting = c.waiting, wake_at = c.wake_at
+          lease_until = c.lease + {_UNTIL}, waiting = c.waiting, wake_at = c.wake_at
           FROM c WHERE g.saga_id = c.saga_id AND g.revision = c.revision - 1
-          RETURNING g.saga_id, g.abort_reason),
+          RETURNING g.saga_id, g.abort_reason,
+              (SELECT count(*) FROM {{s}}events e WHERE e.saga_id = g.saga_id) AS events),
     t AS ({TRANSITION}SELECT c.saga_id, c.revision, c.at, c.t_source, c.t_dest, c.t_event,
           c.t_step, c.t_attempt, c.t_error, c.t_duration, c.t_reason, c.t_worker, c.t_result
           FROM c JOIN s ON s.saga_id = c.saga_id)
-    SELECT saga_id, abort_reason FROM s"""
+    SELECT saga_id, abort_reason, events FROM s"""
 
 
 def batch_json(rows: Sequence[Sequence[Any]]) -> str:

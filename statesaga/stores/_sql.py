@@ -1,4 +1,4 @@
-"""What the SQLite and PostgreSQL stores share: the schema, its migrations, SQL and row decoding.
+"""What the SQLite and PostgreSQL stores share: their SQL, and rows in and out.
 
 Statements are written once, with `$n` parameters and `{name}` placeholders that a `Dialect`
 fills in (types, the schema prefix, JSON list functions); SQLite gets `?n` parameters.
@@ -16,7 +16,7 @@ from typing import Any, NoReturn, Protocol
 
 import attrs
 
-from ..codec import from_json
+from ..codec import from_json, storable_text
 from ..exceptions import (
     DuplicateMessage,
     RevisionConflict,
@@ -26,68 +26,36 @@ from ..exceptions import (
 )
 from ..logs import logger as _log
 from ..records import SagaRecord, SagaStatus, Transition
-from .base import Commit, message_json
+from ._schema import MIGRATIONS, SCHEMA_VERSION
+from .base import Commit, QueuedEvent, Signals, message_json
 
 UNFINISHED = "status IN ('pending', 'running', 'compensating')"
-# A waiting saga is claimable only once its `wake_at` has come ($1: now).
-CLAIMABLE = f"{UNFINISHED} AND (NOT waiting OR wake_at <= $1)"
+TERMINAL = "status IN ('completed', 'compensated', 'failed')"
 
-# MIGRATIONS[i] takes a store from schema version i to i + 1. A released entry never
-# changes: a new schema is a new entry (and SCHEMA_VERSION follows).
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE {s}sagas (
-            saga_id TEXT PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,
-            state TEXT NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL, error TEXT,
-            revision {int} NOT NULL, created_at {ts} NOT NULL, updated_at {ts} NOT NULL,
-            deadline_at {ts}, owner TEXT, lease_until {float}, abort_reason TEXT,
-            waiting {bool} NOT NULL, wake_at {float}{n_column}){sagas_with}""",
-        "CREATE INDEX sagas_newest ON {s}sagas (created_at DESC)",
-        "CREATE INDEX sagas_by_name ON {s}sagas (name, created_at DESC)",
-        "CREATE INDEX sagas_by_status ON {s}sagas (status, created_at)",  # claim, list
-        """CREATE TABLE {s}transitions (
-            saga_id TEXT NOT NULL, seq {int} NOT NULL, at {ts} NOT NULL, source TEXT,
-            dest TEXT NOT NULL, event TEXT NOT NULL, step TEXT, attempt INTEGER, error TEXT,
-            duration {float}, reason TEXT, worker TEXT, result TEXT,
-            PRIMARY KEY (saga_id, seq)){clustered}""",
-        """CREATE TABLE {s}outbox (
-            id {serial} PRIMARY KEY, saga_id TEXT NOT NULL, message TEXT NOT NULL,
-            created_at {ts} NOT NULL, sent_at {ts})""",
-        "CREATE INDEX outbox_unsent ON {s}outbox (id) WHERE sent_at IS NULL",
-        """CREATE TABLE {s}inbox (
-            consumer TEXT NOT NULL, message_id TEXT NOT NULL, saga_id TEXT NOT NULL,
-            consumed_at {ts} NOT NULL, PRIMARY KEY (consumer, message_id)){clustered}""",
-        """CREATE TABLE {s}participants (
-            participant TEXT NOT NULL, saga_key TEXT NOT NULL, state TEXT NOT NULL,
-            updated_at {ts} NOT NULL, PRIMARY KEY (participant, saga_key))""",
-        "CREATE TABLE {s}schema_version (version INTEGER NOT NULL)",
-    ),
-    # 2: the operators' read queries (`_reads_sql`), keyset-paged on (created_at, n). Only
-    # columns a step's commit never changes, so no cost per step (PostgreSQL keeps its HOT
-    # updates). `{pg}` statements are PostgreSQL's alone (SQLite's indexes end with the
-    # rowid already), `{sqlite}` ones SQLite's.
-    (
-        "{pg}CREATE INDEX sagas_keyset ON {s}sagas (created_at, n)",
-        "{pg}CREATE INDEX sagas_status_keyset ON {s}sagas (status, created_at, n)",
-        "{pg}CREATE INDEX sagas_definition_keyset ON {s}sagas (name, version, created_at, n)",
-        "{sqlite}CREATE INDEX sagas_definition_keyset ON {s}sagas (name, version, created_at)",
-        "{pg}CREATE INDEX sagas_id_prefix ON {s}sagas (saga_id text_pattern_ops)",
-    ),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+
+def now_sql(n: int) -> str:
+    """Parameter `$n` (epoch seconds), or the database's clock when it is NULL."""
+    return f"coalesce(CAST(${n} AS {{float}}), {{clock}})"
+
+
+QUEUED = "EXISTS (SELECT 1 FROM {s}events e WHERE e.saga_id = {s}sagas.saga_id)"
+# A waiting saga is claimable once its `wake_at` has come ($1: now), or an event is queued.
+CLAIMABLE = f"{UNFINISHED} AND (NOT waiting OR wake_at <= {now_sql(1)} OR {QUEUED})"
+EVENTS = "(SELECT count(*) FROM {s}events e WHERE e.saga_id = {s}sagas.saga_id)"
 
 SAGA = ("saga_id, name, version, state, status, data, error, revision, created_at, updated_at, "
-        "deadline_at")
+        "deadline_at, fence")
 HISTORY = ("saga_id, at, source, dest, event, step, attempt, error, duration, reason, worker, "
            "result")
 INSERT_SAGA = (
     "INSERT INTO {s}sagas (saga_id, name, version, state, status, data, error, revision, "
-    "created_at, updated_at, deadline_at, owner, lease_until, waiting, wake_at) VALUES ($1, $2, "
-    "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (saga_id) DO NOTHING")
-UPDATE_SAGA = (
-    "UPDATE {s}sagas SET revision = $2, state = $3, status = $4, error = $5, updated_at = $6, "
-    "owner = $7, lease_until = $8, waiting = $9, wake_at = $10 WHERE saga_id = $1 AND "
-    "revision = $2 - 1 RETURNING abort_reason")
+    "created_at, updated_at, deadline_at, owner, lease_until, waiting, wake_at, fence) VALUES "
+    f"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 + {now_sql(16)}, $14, $15, 1) "
+    "ON CONFLICT (saga_id) DO NOTHING")
+SET_SAGA = ("revision = $2, state = $3, status = $4, error = $5, updated_at = $6, owner = $7, "
+            f"lease_until = $8 + {now_sql(11)}, waiting = $9, wake_at = $10")
+UPDATE_SAGA = (f"UPDATE {{s}}sagas SET {SET_SAGA} WHERE saga_id = $1 AND revision = $2 - 1 "
+               f"RETURNING abort_reason, {EVENTS} AS events")
 INSERT_TRANSITION = (
     "INSERT INTO {s}transitions (saga_id, seq, at, source, dest, event, step, attempt, error, "
     "duration, reason, worker, result) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
@@ -101,18 +69,31 @@ SELECT_REVISION = ("SELECT revision, state, EXISTS (SELECT 1 FROM {s}inbox WHERE
 SELECT_HISTORY = f"SELECT {HISTORY} FROM {{s}}transitions WHERE saga_id = $1 ORDER BY seq"
 SELECT_HISTORIES = (f"SELECT {HISTORY} FROM {{s}}transitions WHERE saga_id IN "
                     "(SELECT value FROM {each}($1)) ORDER BY saga_id, seq")
-CLAIM = ("UPDATE {s}sagas SET owner = $1, lease_until = $2, revision = revision + 1, status = "
-         "CASE status WHEN 'pending' THEN 'running' ELSE status END WHERE saga_id IN "
-         "(SELECT value FROM {each}($3))")
-RENEW = ("UPDATE {s}sagas SET lease_until = $3 WHERE owner = $1 AND saga_id IN "
-         "(SELECT value FROM {each}($2))")
+CLAIM = ("UPDATE {s}sagas SET owner = $1, lease_until = $2, revision = revision + 1, "
+         "fence = fence + 1, status = CASE status WHEN 'pending' THEN 'running' ELSE status END "
+         "WHERE saga_id IN (SELECT value FROM {each}($3))")
+RENEW = (f"UPDATE {{s}}sagas SET lease_until = {now_sql(3)} + $4 WHERE owner = $1 AND saga_id IN "
+         f"(SELECT value FROM {{each}}($2)) RETURNING saga_id, abort_reason, {EVENTS} AS events")
 RELEASE = ("UPDATE {s}sagas SET owner = NULL, lease_until = NULL WHERE owner = $1 AND saga_id IN "
            "(SELECT value FROM {each}($2))")
-REQUEST_ABORT = "UPDATE {s}sagas SET abort_reason = $2 WHERE saga_id = $1"
-PENDING_MESSAGES = "SELECT id, message FROM {s}outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+REQUEST_ABORT = (f"UPDATE {{s}}sagas SET abort_reason = CASE WHEN {TERMINAL} THEN abort_reason "
+                 "ELSE $2 END WHERE saga_id = $1 RETURNING status")
+# An outside event ($2) for a saga ($1), unless it is queued or was consumed (the inbox).
+ENQUEUE = ("INSERT INTO {s}events (saga_id, message_id, type, payload, received_at) SELECT "
+           "$1, $2, $3, $4, {received} WHERE NOT EXISTS (SELECT 1 FROM {s}inbox WHERE "
+           "consumer = 'saga' AND message_id = $2) ON CONFLICT (saga_id, message_id) DO NOTHING")
+SELECT_EVENTS = ("SELECT seq, message_id, type, payload, received_at FROM {s}events WHERE "
+                 "saga_id = $1 ORDER BY seq")
+CONSUME_EVENT = "DELETE FROM {s}events WHERE saga_id = $1 AND seq = $2"
+# Unsent messages that no live claim of another relay holds ($2: now, $3: the lease).
+CLAIM_MESSAGES = (
+    f"UPDATE {{s}}outbox SET claimed_by = $1, claimed_until = {now_sql(2)} + $3 WHERE id IN "
+    "(SELECT id FROM {s}outbox WHERE sent_at IS NULL AND (claimed_by IS NULL OR claimed_by = "
+    f"$1 OR claimed_until <= {now_sql(2)}) ORDER BY id LIMIT $4{{lock}}) RETURNING id, message")
 MARK_SENT = "UPDATE {s}outbox SET sent_at = $2 WHERE id IN ({numbers}($1)) AND sent_at IS NULL"
-PARTICIPANT_STATE = ("SELECT state FROM {s}participants WHERE participant = $1 AND "
-                     "saga_key = $2")
+PARTICIPANT_STATE = (
+    "SELECT (SELECT state FROM {s}participants WHERE participant = $1 AND saga_key = $2) AS "
+    "state, EXISTS (SELECT 1 FROM {s}inbox WHERE consumer = $1 AND message_id = $3) AS seen")
 # A participant's handling of one message ($3): the inbox row first (no row: a duplicate).
 CONSUME = ("INSERT INTO {s}inbox (consumer, message_id, saga_id, consumed_at) VALUES "
            "($1, $3, $2, $4) ON CONFLICT (consumer, message_id) DO NOTHING")
@@ -172,7 +153,7 @@ class Dialect:
             sql += f" LIMIT ${len(params)}"
         return self(sql), params
 
-    def claimable(self, columns: str, *, now: float, limit: int,
+    def claimable(self, columns: str, *, now: float | None, limit: int,
                   definitions: Sequence[tuple[str, str]] | None, saga_id: str | None,
                   lock: str = "") -> tuple[str, list[Any]]:
         """The query for the sagas `claim` may take, oldest first, and its parameters."""
@@ -186,19 +167,19 @@ class Dialect:
         else:
             where = CLAIMABLE
         return self(f"SELECT {columns} FROM {{s}}sagas WHERE {where} AND (owner IS NULL OR "
-                    "lease_until IS NULL OR lease_until <= $1) ORDER BY created_at, {n} "
-                    f"LIMIT $2{lock}"), params
+                    f"lease_until IS NULL OR lease_until <= {now_sql(1)}) ORDER BY created_at, "
+                    f"{{n}} LIMIT $2{lock}"), params
 
 
-def saga_row(record: SagaRecord, data_json: str, owner: str | None, lease_until: float | None,
-             waiting: bool, wake_at: float | None, ts: Callable[[datetime], Any],
-             ) -> tuple[Any, ...]:
+def saga_row(record: SagaRecord, data_json: str, owner: str | None, lease: float | None,
+             waiting: bool, wake_at: float | None, now: float | None,
+             ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
     """The parameters of `INSERT_SAGA`."""
     deadline = record.deadline_at
     return (record.saga_id, record.name, record.version, record.state, record.status.value,
-            data_json, record.error, record.revision, ts(record.created_at),
+            data_json, storable_text(record.error), record.revision, ts(record.created_at),
             ts(record.updated_at), None if deadline is None else ts(deadline), owner,
-            lease_until, waiting, wake_at)
+            lease, waiting, wake_at, now)
 
 
 def history_rows(record: SagaRecord, ts: Callable[[datetime], Any]) -> list[tuple[Any, ...]]:
@@ -210,15 +191,16 @@ def history_rows(record: SagaRecord, ts: Callable[[datetime], Any]) -> list[tupl
 
 def transition_row(saga_id: str, seq: int, t: Transition, result: str | None,
                    ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
-    """The parameters of `INSERT_TRANSITION`."""
-    return (saga_id, seq, ts(t.at), t.source, t.dest, t.event, t.step, t.attempt, t.error,
-            t.duration, t.reason, t.worker, result)
+    """The parameters of `INSERT_TRANSITION` (error texts made storable)."""
+    return (saga_id, seq, ts(t.at), t.source, t.dest, t.event, t.step, t.attempt,
+            storable_text(t.error), t.duration, storable_text(t.reason), t.worker, result)
 
 
 def update_row(commit: Commit, at: Any) -> tuple[Any, ...]:
     """The parameters of `UPDATE_SAGA` (`at`: the transition's time, as the database takes it)."""
-    return (commit.saga_id, commit.revision, commit.state, commit.status.value, commit.error,
-            at, commit.owner, commit.lease_until, commit.waiting, commit.wake_at)
+    return (commit.saga_id, commit.revision, commit.state, commit.status.value,
+            storable_text(commit.error), at, commit.owner, commit.lease, commit.waiting,
+            commit.wake_at, commit.now)
 
 
 def commit_rows(commit: Commit, ts: Callable[[datetime], Any],
@@ -256,8 +238,9 @@ def exists(saga_id: str) -> SagaConflict:
 
 
 def decode(row: Row, history: Iterable[Row],
-           ts: Callable[[Any], datetime], url: str, revision: int | None = None) -> SagaRecord:
-    """A saga from its row and its transitions (in order), or a `StoreError` if it is corrupt."""
+           ts: Callable[[Any], datetime], url: str, bump: int = 0) -> SagaRecord:
+    """A saga from its row and its transitions (in order), or a `StoreError` if it is corrupt;
+    `bump`: claimed after the row was read (revision and fence one higher)."""
     saga_id = row["saga_id"]
     try:
         results: dict[str, Any] = {}
@@ -268,16 +251,14 @@ def decode(row: Row, history: Iterable[Row],
                                     t["worker"]))
             if t["result"] is not None:
                 results[t["step"]] = from_json(t["result"])
-        data = from_json(row["data"])
-        if not isinstance(data, dict):
-            raise TypeError(f"its data is a JSON {type(data).__name__}, not an object")
+        data = _object(from_json(row["data"]))
         deadline = row["deadline_at"]
         return SagaRecord(
             saga_id=saga_id, name=row["name"], version=row["version"], state=row["state"],
             status=SagaStatus(row["status"]), data=data, results=results, error=row["error"],
             history=tuple(steps), created_at=ts(row["created_at"]),
             updated_at=ts(row["updated_at"]),
-            revision=row["revision"] if revision is None else revision,
+            revision=row["revision"] + bump, fence=row["fence"] + bump,
             deadline_at=None if deadline is None else ts(deadline))
     except (ValueError, TypeError) as exc:
         raise StoreError(
@@ -286,8 +267,16 @@ def decode(row: Row, history: Iterable[Row],
             "serves the other sagas as before", saga_id=saga_id) from exc
 
 
-def participant_state(text: str, participant: str, key: str, url: str) -> dict[str, Any]:
-    """A participant's state from its JSON text, or a `StoreError` if it is corrupt."""
+def participant_row(row: Row, participant: str, key: str, message_id: str | None,
+                    url: str) -> dict[str, Any] | None:
+    """A participant's state from `PARTICIPANT_STATE`'s row; `DuplicateMessage` if it applied
+    `message_id` before, `StoreError` if the state is corrupt."""
+    if row["seen"]:
+        raise DuplicateMessage(f"message {message_id} was applied by {participant} before",
+                               saga_id=key)
+    text = row["state"]
+    if text is None:
+        return None
     try:
         state = from_json(text)
         if not isinstance(state, dict):
@@ -296,6 +285,34 @@ def participant_state(text: str, participant: str, key: str, url: str) -> dict[s
         raise StoreError(f"the state of participant {participant!r} for {key!r} in {url} is "
                          f"corrupt ({exc}): fix it by hand", saga_id=key) from exc
     return state
+
+
+def renewed(saga_ids: Sequence[str], rows: Iterable[Row]) -> dict[str, Signals]:
+    """`renew`'s answer from `RENEW`'s rows (the sagas still leased): the others are lost."""
+    held = {row["saga_id"]: Signals(abort=row["abort_reason"], events=row["events"])
+            for row in rows}
+    return {saga_id: held.get(saga_id, LOST) for saga_id in saga_ids}
+
+
+LOST = Signals(lost=True)
+
+
+def queued(saga_id: str, rows: Iterable[Row], ts: Callable[[Any], datetime],
+           url: str) -> list[QueuedEvent]:
+    """Queued events from `SELECT_EVENTS`'s rows, or a `StoreError` if one is corrupt."""
+    try:
+        return [QueuedEvent(row["seq"], row["message_id"], row["type"],
+                            _object(from_json(row["payload"])), ts(row["received_at"]))
+                for row in rows]
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"an event queued for saga {saga_id!r} in {url} is corrupt ({exc}): "
+                         "fix it by hand", saga_id=saga_id) from exc
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"it is a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def decode_all(rows: Iterable[Row], history: Iterable[Row],
@@ -307,8 +324,7 @@ def decode_all(rows: Iterable[Row], history: Iterable[Row],
     records = []
     for row in rows:
         try:
-            records.append(decode(row, by_saga.get(row["saga_id"], ()), ts, url,
-                                  row["revision"] + bump))
+            records.append(decode(row, by_saga.get(row["saga_id"], ()), ts, url, bump))
         except StoreError as exc:
             _log.error("saga.corrupt_row", saga_id=row["saga_id"], store=url, error=str(exc))
     return records

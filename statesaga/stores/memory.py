@@ -1,8 +1,9 @@
-"""`InMemoryStore`: the saga log in a dict, for tests and single-process runs."""
+"""`InMemoryStore`: the saga log in dicts, for tests and single-process runs."""
 
 from __future__ import annotations
 
 import builtins
+import time
 from collections import Counter
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
@@ -10,10 +11,19 @@ from typing import Any
 
 import attrs
 
-from ..codec import from_json, to_json
+from ..codec import from_json, storable_text, to_json
 from ..exceptions import DuplicateMessage, RevisionConflict, SagaConflict, SagaNotFound
 from ..records import SagaRecord, SagaStatus, Transition
-from .base import Commit, OutboxSignal, message_json
+from .base import (
+    Commit,
+    Opened,
+    OutboxSignal,
+    QueuedEvent,
+    Signals,
+    checked_event,
+    message_json,
+    storable,
+)
 from .reads import (
     UNFINISHED,
     DefinitionCount,
@@ -43,35 +53,64 @@ class _Row:
     updated_at: Any
     owner: str | None
     lease_until: float | None
+    fence: int = 1
     abort: str | None = None
     waiting: bool = False
     wake_at: float | None = None
+    events: list[QueuedEvent] = attrs.Factory(list)
 
 
-class InMemoryStore:
+@attrs.define
+class _Message:
+    id: int
+    saga_id: str
+    text: str
+    sent: bool = False
+    claimed_by: str | None = None
+    claimed_until: float = 0.0
+
+
+@attrs.define
+class _Memory:
+    """What every handle on one in-memory store shares (`reopen`)."""
+
+    rows: dict[str, _Row] = attrs.Factory(dict)
+    inbox: set[tuple[str, str]] = attrs.Factory(set)  # (consumer, message id)
+    outbox: list[_Message] = attrs.Factory(list)
+    participants: dict[tuple[str, str], str] = attrs.Factory(dict)
+    seq: int = 0  # the last queued event's
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+class InMemoryStore(Opened):
     """Keeps sagas in memory, with the same semantics as the durable stores (JSON, revisions)."""
 
     url = "memory://"
 
-    def __init__(self) -> None:
-        self._rows: dict[str, _Row] = {}
-        self._inbox: set[tuple[str, str]] = set()
-        self._outbox: list[tuple[int, str, str, bool]] = []  # id, saga_id, message, sent
-        self._participants: dict[tuple[str, str], str] = {}
+    def __init__(self, *, _memory: _Memory | None = None) -> None:
+        self._m = _memory if _memory is not None else _Memory()
+        self._rows = self._m.rows
         self.outbox_signal = OutboxSignal()
+
+    # -- the saga log --------------------------------------------------------------------
 
     async def create(
         self, record: SagaRecord, *, data_json: str, owner: str | None,
-        lease_until: float | None, waiting: bool = False, messages: Sequence[Any] = (),
-        wake_at: float | None = None,
+        now: float | None = None, lease: float | None = None, waiting: bool = False,
+        messages: Sequence[Any] = (), wake_at: float | None = None,
     ) -> None:
         if record.saga_id in self._rows:
             raise SagaConflict(f"saga {record.saga_id!r} already exists", saga_id=record.saga_id)
+        error = storable_text(record.error)
         self._rows[record.saga_id] = _Row(
-            record=record, data_json=data_json, history=list(record.history), results={},
-            revision=record.revision, state=record.state, status=record.status,
-            error=record.error, updated_at=record.updated_at, owner=owner,
-            lease_until=lease_until, waiting=waiting, wake_at=wake_at)
+            record=record, data_json=data_json, history=[storable(t) for t in record.history],
+            results={}, revision=record.revision, state=record.state, status=record.status,
+            error=error, updated_at=record.updated_at, owner=owner,
+            lease_until=None if lease is None else _now(now) + lease, waiting=waiting,
+            wake_at=wake_at)
         self._send(record.saga_id, messages)
 
     async def load(self, saga_id: str) -> SagaRecord:
@@ -85,13 +124,14 @@ class InMemoryStore:
             row.record, state=row.state, status=row.status, error=row.error,
             data=from_json(row.data_json),
             results={k: from_json(v) for k, v in row.results.items()},
-            history=tuple(row.history), revision=row.revision, updated_at=row.updated_at)
+            history=tuple(row.history), revision=row.revision, updated_at=row.updated_at,
+            fence=row.fence)
 
-    async def commit(self, commit: Commit) -> str | None:
+    async def commit(self, commit: Commit) -> Signals:
         row = self._rows.get(commit.saga_id)
         if row is None:
             raise SagaNotFound(commit.saga_id, self.url)
-        if commit.inbox is not None and ("saga", commit.inbox) in self._inbox:
+        if commit.inbox is not None and ("saga", commit.inbox) in self._m.inbox:
             raise DuplicateMessage(f"message {commit.inbox} was consumed before",
                                    saga_id=commit.saga_id)
         if row.revision != commit.revision - 1:
@@ -102,18 +142,20 @@ class InMemoryStore:
         row.revision = commit.revision
         row.state = commit.state
         row.status = commit.status
-        row.error = commit.error
+        row.error = storable_text(commit.error)
         row.updated_at = commit.transition.at
-        row.history.append(commit.transition)
+        row.history.append(storable(commit.transition))
         if commit.result is not None and commit.transition.step is not None:
             row.results[commit.transition.step] = commit.result
         row.owner = commit.owner
-        row.lease_until = commit.lease_until
+        row.lease_until = None if commit.lease is None else _now(commit.now) + commit.lease
         row.waiting, row.wake_at = commit.waiting, commit.wake_at
         self._send(commit.saga_id, commit.messages)
         if commit.inbox is not None:
-            self._inbox.add(("saga", commit.inbox))
-        return row.abort
+            self._m.inbox.add(("saga", commit.inbox))
+        if commit.consumed is not None:
+            row.events = [e for e in row.events if e.seq != commit.consumed]
+        return Signals(abort=row.abort, events=len(row.events))
 
     async def list(
         self, *, status: SagaStatus | None = None, name: str | None = None,
@@ -175,7 +217,7 @@ class InMemoryStore:
     async def outbox_stats(self) -> OutboxStats:
         """The unsent messages; the oldest one's time is its event's `timestamp`, if it has one
         (this store keeps no write time beside a message)."""
-        unsent = [message for _, _, message, sent in self._outbox if not sent]
+        unsent = [m.text for m in self._m.outbox if not m.sent]
         oldest = None
         if unsent:
             stamp = from_json(unsent[0]).get("timestamp") if unsent[0].startswith("{") else None
@@ -183,10 +225,13 @@ class InMemoryStore:
                 oldest = datetime.fromtimestamp(stamp, UTC)
         return OutboxStats(len(unsent), oldest)
 
+    # -- leases --------------------------------------------------------------------------
+
     async def claim(
-        self, owner: str, *, now: float, lease: float, limit: int,
+        self, owner: str, *, now: float | None, lease: float, limit: int,
         definitions: Sequence[tuple[str, str]] | None = None, saga_id: str | None = None,
     ) -> builtins.list[SagaRecord]:
+        now = _now(now)
         wanted = None if definitions is None else set(definitions)
         rows = self._rows.values() if saga_id is None else [
             r for r in (self._rows.get(saga_id),) if r is not None]
@@ -197,7 +242,7 @@ class InMemoryStore:
             if saga_id is not None:  # one saga, by an operator: waiting or stuck is fine
                 if row.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED):
                     continue
-            elif row.status not in _UNFINISHED or (row.waiting and not (
+            elif row.status not in _UNFINISHED or (row.waiting and not row.events and not (
                     row.wake_at is not None and row.wake_at <= now)) or (
                     wanted is not None and (row.record.name, row.record.version) not in wanted):
                 continue
@@ -205,16 +250,24 @@ class InMemoryStore:
                 continue
             row.owner, row.lease_until = owner, now + lease
             row.revision += 1  # a stale owner's next commit now conflicts
+            row.fence += 1
             taken.append(self._record(row))
             if row.status is SagaStatus.PENDING:
                 row.status = SagaStatus.RUNNING
         return taken
 
-    async def renew(self, owner: str, saga_ids: Sequence[str], until: float) -> None:
+    async def renew(self, owner: str, saga_ids: Sequence[str], *, now: float | None,
+                    lease: float) -> dict[str, Signals]:
+        until = _now(now) + lease
+        signals = {}
         for saga_id in saga_ids:
             row = self._rows.get(saga_id)
-            if row is not None and row.owner == owner:
-                row.lease_until = until
+            if row is None or row.owner != owner:
+                signals[saga_id] = Signals(lost=True)
+                continue
+            row.lease_until = until
+            signals[saga_id] = Signals(abort=row.abort, events=len(row.events))
+        return signals
 
     async def release(self, owner: str, saga_ids: Sequence[str]) -> None:
         for saga_id in saga_ids:
@@ -222,42 +275,86 @@ class InMemoryStore:
             if row is not None and row.owner == owner:
                 row.owner = row.lease_until = None
 
-    async def request_abort(self, saga_id: str, reason: str) -> None:
+    async def request_abort(self, saga_id: str, reason: str) -> SagaStatus:
         row = self._rows.get(saga_id)
         if row is None:
             raise SagaNotFound(saga_id, self.url)
-        row.abort = reason
+        if not row.status.is_terminal:
+            row.abort = storable_text(reason)
+        return row.status
+
+    # -- the event queue -----------------------------------------------------------------
+
+    async def enqueue_event(self, saga_id: str, message_id: str, type: str, payload_json: str,
+                            *, now: float | None = None) -> bool:
+        payload = checked_event(message_id, type, payload_json)
+        row = self._rows.get(saga_id)
+        if row is None:
+            raise SagaNotFound(saga_id, self.url)
+        if ("saga", message_id) in self._m.inbox or any(
+                e.message_id == message_id for e in row.events):
+            return False
+        self._m.seq += 1
+        row.events.append(QueuedEvent(self._m.seq, message_id, type, payload,
+                                      datetime.fromtimestamp(_now(now), UTC)))
+        return True
+
+    async def queued_events(self, saga_id: str) -> builtins.list[QueuedEvent]:
+        row = self._rows.get(saga_id)
+        return [] if row is None else list(row.events)
+
+    # -- the outbox and participants (choreography) ----------------------------------------
 
     def _send(self, saga_id: str, messages: Sequence[Any]) -> None:
+        outbox = self._m.outbox
         for m in messages:
-            self._outbox.append((len(self._outbox) + 1, saga_id, message_json(m), False))
+            outbox.append(_Message(len(outbox) + 1, saga_id, message_json(m)))
         if messages:
             self.outbox_signal.notify()
 
-    async def pending_messages(self, limit: int = 100) -> builtins.list[tuple[int, str]]:
-        """Outbox messages not yet sent, oldest first: (id, JSON text)."""
-        return [(i, m) for i, _, m, sent in self._outbox if not sent][:limit]
+    async def claim_messages(self, owner: str, *, now: float | None, lease: float,
+                             limit: int) -> builtins.list[tuple[int, str]]:
+        now = _now(now)
+        taken: builtins.list[tuple[int, str]] = []
+        for m in self._m.outbox:
+            if len(taken) >= limit:
+                break
+            if not m.sent and (m.claimed_by in (None, owner) or m.claimed_until <= now):
+                m.claimed_by, m.claimed_until = owner, now + lease
+                taken.append((m.id, m.text))
+        return taken
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
         for i in ids:
-            n, saga_id, message, _ = self._outbox[i - 1]
-            self._outbox[i - 1] = (n, saga_id, message, True)
+            self._m.outbox[i - 1].sent = True
 
-    async def participant_state(self, participant: str, key: str) -> dict[str, Any] | None:
-        """A participant's state for one saga (None before its first message)."""
-        text = self._participants.get((participant, key))
+    async def participant_state(self, participant: str, key: str, *,
+                                message_id: str | None = None) -> dict[str, Any] | None:
+        if message_id is not None and (participant, message_id) in self._m.inbox:
+            raise DuplicateMessage(f"message {message_id} was applied by {participant} before",
+                                   saga_id=key)
+        text = self._m.participants.get((participant, key))
         return None if text is None else dict(from_json(text))
 
     async def participant_apply(self, participant: str, key: str, message_id: str,
                                 state: dict[str, Any], messages: Sequence[Any]) -> bool:
         """Apply a participant's handling of one message atomically; False if a duplicate."""
-        if (participant, message_id) in self._inbox:
+        if (participant, message_id) in self._m.inbox:
             return False
         text = to_json(state, f"{participant}'s state")  # refuse bad state before recording
-        self._inbox.add((participant, message_id))
-        self._participants[(participant, key)] = text
+        self._m.inbox.add((participant, message_id))
+        self._m.participants[(participant, key)] = text
         self._send(key, messages)
         return True
+
+    # -- the store itself ----------------------------------------------------------------
+
+    def reopen(self) -> InMemoryStore:
+        """Another handle on the same memory, as a fresh process would open a database."""
+        return InMemoryStore(_memory=self._m)
+
+    async def open(self) -> None:
+        """Nothing to open."""
 
     async def close(self) -> None:
         """Nothing to close: the sagas stay for as long as the object lives."""

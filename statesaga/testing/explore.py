@@ -14,8 +14,7 @@ from ..exceptions import SagaNotFound, UndeliverableEvent
 from ..graph import FORWARD, UNKNOWN
 from ..orchestrator import Orchestrator
 from ..records import SagaRecord
-from ..stores.base import Commit, SagaStore
-from ..stores.memory import InMemoryStore
+from ..stores.base import Commit, SagaStore, Signals
 from .clock import FakeClock
 from .report import FailureReport, ScenarioResult
 from .scenarios import (
@@ -60,20 +59,12 @@ class CrashingStore:
     async def create(self, record: SagaRecord, **kw: Any) -> None:
         await self._write(lambda: self._store.create(record, **kw))
 
-    async def commit(self, commit: Commit) -> str | None:
-        result: str | None = await self._write(lambda: self._store.commit(commit))
+    async def commit(self, commit: Commit) -> Signals:
+        result: Signals = await self._write(lambda: self._store.commit(commit))
         return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
-
-
-def _reopener(store: SagaStore) -> Callable[[], SagaStore] | None:
-    """How to open the store again as a fresh process would; None if it dies with us."""
-    reopen = getattr(store, "reopen", None)
-    if callable(reopen):
-        return reopen  # type: ignore[no-any-return]
-    return None
 
 
 class _Explorer:
@@ -97,7 +88,7 @@ class _Explorer:
         text = json.dumps(self.snapshot(), sort_keys=True, default=str)
         return text.replace(saga_id, "<saga_id>")
 
-    async def run(self, scenario: Scenario, reopen: Callable[[], SagaStore] | None
+    async def run(self, scenario: Scenario, reopen: Callable[[], SagaStore]
                   ) -> tuple[ScenarioResult, int]:
         if scenario.skipped is not None:
             return ScenarioResult(scenario.name, "skipped", scenario.expect, None,
@@ -121,7 +112,6 @@ class _Explorer:
             record = await orch.get(saga_id)
         except SimulatedCrash:
             self.clock.advance(6)  # the dead process's lease runs out
-            assert reopen is not None
             fresh = reopen()
             again = Orchestrator(store=fresh, clock=self.clock, lease=5,
                                  sagas=[self.injector.copy])
@@ -251,16 +241,12 @@ async def explore_failures(
     machine.validate()
     started = time.perf_counter()
     tmp = None
-    reopen: Callable[[], SagaStore] | None
     if store is None:
         from ..stores.sqlite import SQLiteStore
 
         tmp = tempfile.TemporaryDirectory(prefix="statesaga-explore-")
-        path = Path(tmp.name) / "explore.db"
-        store = SQLiteStore(path, durability="normal")
-        reopen = lambda: SQLiteStore(path, durability="normal")  # noqa: E731
-    else:
-        reopen = _reopener(store)
+        store = SQLiteStore(Path(tmp.name) / "explore.db", durability="normal")
+    reopen = store.reopen  # an InMemoryStore reopens on the same memory
     notes = []
     graph = machine.graph
     if not any(graph.compensable(s) for s in graph.forward):
@@ -274,7 +260,7 @@ async def explore_failures(
         results.append(happy)
         scenarios: Sequence[Scenario] = [*plan(machine), *by_events]
         if crashes:
-            scenarios = [*scenarios, *await _crash_scenarios(explorer, writes, reopen, store)]
+            scenarios = [*scenarios, *await _crash_scenarios(explorer, writes, reopen)]
         for scenario in scenarios:
             results.append((await explorer.run(scenario, reopen))[0])
     finally:
@@ -286,8 +272,7 @@ async def explore_failures(
 
 
 async def _crash_scenarios(explorer: _Explorer, happy_writes: int,
-                           reopen: Callable[[], SagaStore] | None,
-                           store: SagaStore) -> list[Scenario]:
+                           reopen: Callable[[], SagaStore]) -> list[Scenario]:
     graph = explorer.machine.graph
     steps = [s for s in graph.forward if graph.defs[s].step.action is not None]
     out = crash_plan(happy_writes, failing=None)
@@ -295,10 +280,4 @@ async def _crash_scenarios(explorer: _Explorer, happy_writes: int,
         probe = Scenario("probe", "compensated", raise_in=steps[-1])
         _, writes = await explorer.run(probe, reopen)
         out += crash_plan(writes, failing=steps[-1])
-    if reopen is None:
-        why = (f"{type(store).__name__} cannot be reopened after a crash"
-               + (": it lives in this process's memory; pass a SQLiteStore or no store"
-                  if isinstance(store, InMemoryStore) else ": give it a reopen() method"))
-        for s in out:
-            s.skipped = why
     return out
