@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..records import COMPENSATED, COMPLETED, FAILED
-from .model import Trace, drawn_states, edges, mirrors, policy
+from .model import drawn_states, edges, mirrors, policy
+from .trace import Trace
 
 if TYPE_CHECKING:
     from ..definition import SagaStateMachine

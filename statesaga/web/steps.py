@@ -35,7 +35,7 @@ def step_statuses(record: SagaRecord, machine: SagaStateMachine | None = None
     order = _steps(record.history) if machine is None else _defined(machine)
     would: set[str] = set()
     if machine is not None:
-        from ..diagrams.model import Trace
+        from ..diagrams.trace import Trace
 
         trace = Trace(machine, record)
         would = {state for key in trace.would for state in key[:2]} | trace.rails_would
