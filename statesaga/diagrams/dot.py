@@ -118,9 +118,13 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
             rank["ltail"] = cluster(source)  # any branch of the group: from its border,
             start = join(source) if dest == mirror(source) else source  # the nearer bar
         if kind == FORWARD and order.index(dest) <= order.index(source):
-            rank = {"constraint": "false", "tailport": "w", "headport": "w"}  # a loop back
+            rank = {"weight": "1", "tailport": "w", "headport": "w"}  # a loop: on the left
         elif kind == FORWARD and order.index(dest) != order.index(source) + 1:
             rank = {"weight": "1"}  # a branch skipping states: let the column stay straight
+        elif kind == MIRROR and _row(graph, order, dest) >= _row(graph, order, source):
+            # a loop undone: an earlier visit of a state later in the column, on the right
+            rank = {"weight": "1", "tailport": "e", "headport": "e",
+                    "tooltip": f"{source}, then {dest}: each visit is undone, newest first"}
         keys = [(source, dest, kind)] + ([(source, dest, UNKNOWN)] if kind == FAILURE else [])
         _edge(g, keys, events, trace, start=start, **rank)
     # The stuck rail: a stub from each compensation, then down into `failed`.
@@ -235,6 +239,11 @@ def _same_rank(g: Any, nodes: Sequence[str], gap: str | None = None, at: int = 0
         for i, (a, b) in enumerate(itertools.pairwise(nodes)):
             s.edge(a, b, style="invis", **({"minlen": gap} if gap and i == at else {}),
                    **attrs)
+
+
+def _row(graph: Graph, order: Sequence[str], state: str) -> int:
+    """Where a compensation state stands in the column (`compensated` at the top)."""
+    return 0 if state == COMPENSATED else order.index(graph.undoes[state])
 
 
 def _level(g: Any, graph: Graph, state: str) -> None:

@@ -49,8 +49,9 @@ def draw_group(g: Any, graph: Graph, state: str, trace: Trace | None, node: Styl
         c.node(state, label=state, shape="box", style="filled", color=BAR, fillcolor=BAR,
                fontcolor="white", fontsize="9", width=width, height="0.2", fixedsize="true",
                tooltip=tip)
+        done = "every branch done: go on" if forward else "all undone: walk on back"
         c.node(join(state), label="", shape="box", style="filled", color=BAR, fillcolor=BAR,
-               width=width, height="0.06", fixedsize="true", tooltip=f"{state}: {'every branch done: go on' if forward else 'all undone'}")
+               width=width, height="0.06", fixedsize="true", tooltip=f"{state}: {done}")
         # the bars one above the other, in the column (a `group` would pull the branches
         # aside): the branches hang between them
         c.edge(state, join(state), style="invis", weight="20")

@@ -12,7 +12,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 from .. import kernel
-from ..graph import FAILURE, MIRROR, RESUME, SELF, STUCK, UNKNOWN, Graph, mirror
+from ..graph import FAILURE, MIRROR, RESUME, SELF, STUCK, UNKNOWN, mirror
 from ..records import COMPENSATED, COMPLETED, FAILED, MIRROR_PREFIX, Kind, Transition
 from .lanes import group_of, lane_keys, node_of, undoable_branches
 from .model import START, TIMES, Key, check_record, short
