@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ..records import SagaRecord
 
 START_NODE = "~start"  # "~" cannot occur in a state name: these never clash with one
+FOOT = "~foot"  # the foot of the mirror column, on the last rank
 TAKEN_WIDTH = "3"  # the pen width of an edge the saga took; nothing else is this wide
 HIGHLIGHT = "#c2185b"  # the compensation that would run if the saga failed now
 GREY = "#666666"
@@ -101,7 +102,13 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
     _same_rank(g, [START_NODE, COMPENSATED])
     for state in order[1:-1]:
         _level(g, graph, state)
-    _same_rank(g, [COMPLETED, FAILED] if comps else [COMPLETED])
+    if comps and graph.lanes:  # clusters loosen the ranks' order: the rail stays right of
+        # the mirror column only if `failed`, where it ends, is right of that column's foot
+        g.node(FOOT, label="", shape="point", style="invis", width="0", group="mirror")
+        g.edge(comps[-1], FOOT, style="invis", weight="10")
+        _same_rank(g, [COMPLETED, FOOT, FAILED])
+    else:
+        _same_rank(g, [COMPLETED, FAILED] if comps else [COMPLETED])
     drawn = {(a, b) for a, b, kind, _ in edges(graph) if kind == FORWARD}
     for a, b in itertools.pairwise(order[1:]):
         if (a, b) not in drawn:  # branches: the column keeps its order all the same
@@ -117,6 +124,8 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
         if kind in (FAILURE, UNKNOWN) and source in graph.lanes:
             rank["ltail"] = cluster(source)  # any branch of the group: from its border,
             start = join(source) if dest == mirror(source) else source  # the nearer bar
+        if kind in (FAILURE, UNKNOWN) and _row(graph, order, dest) > order.index(source):
+            rank["headport"] = "n"  # a loop: down to an earlier visit, from above its label
         if kind == FORWARD and order.index(dest) <= order.index(source):
             rank = {"weight": "1", "tailport": "w", "headport": "w"}  # a loop: on the left
         elif kind == FORWARD and order.index(dest) != order.index(source) + 1:
@@ -256,11 +265,11 @@ def _level(g: Any, graph: Graph, state: str) -> None:
         return
     branches = branch_nodes(graph, state)  # in order, but free to centre under their fork
     if not graph.compensable(state):
-        _same_rank(g, branches, weight="0")
+        _same_rank(g, branches)
         return
     _same_rank(g, [state, join(m)], gap="2")
     _same_rank(g, [*branches, *branch_nodes(graph, m), _rail(m)], gap="2",
-               at=len(branches) - 1, weight="0")
+               at=len(branches) - 1)
     _same_rank(g, [join(state), m], gap="2")
 
 

@@ -45,7 +45,8 @@ def draw_group(g: Any, graph: Graph, state: str, trace: Trace | None, node: Styl
     with g.subgraph(name=cluster(state)) as c:
         c.attr(label="", style="rounded,dashed", color="#1a1a1a" if live else "#999999",
                penwidth="2" if live else "1", tooltip=tip, margin="8")
-        width = f"{max(1.3, 0.75 * sum(_wide(graph, n, trace) for n in nodes)):.2f}"
+        span = 0.75 * sum(_wide(graph, n, trace) for n in nodes)  # short of the branches'
+        width = f"{max(0.4 + 0.07 * len(state), span):.2f}"  # and never of its name
         c.node(state, label=state, shape="box", style="filled", color=BAR, fillcolor=BAR,
                fontcolor="white", fontsize="9", width=width, height="0.2", fixedsize="true",
                tooltip=tip)
