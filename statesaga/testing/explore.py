@@ -132,7 +132,7 @@ class _Explorer:
         except SimulatedCrash:
             self.clock.advance(6)  # the dead process's lease runs out
             assert reopen is not None
-            turns.begin(scenario.reverse)  # whatever was at work died with the process
+            turns.begin(scenario.reverse, scenario.answer_late)  # all at work died
             fresh = reopen()
             again = Orchestrator(store=CrashingStore(fresh, None, False,
                                                      committed=turns.committed),
@@ -266,9 +266,11 @@ def _bounds(machine: SagaStateMachine, crashes: bool) -> tuple[str, ...]:
             "raising, timing out, and its compensation failing, in both orders"
             + ("; a crash at every write on the happy path and with the last branch to "
                "finish failing, in both orders" if crashes else "")
-            + "); their actions and compensations keep that order, a cancelled branch "
-            "having done its work but not reported it" if ways > 2 else
-            f"parallel group {group!r}: both orders its branches can finish in were tried")
+            + "); their actions and compensations keep that order. A branch still at work "
+            "when a sibling fails has done its work and is cancelled before it reports, but "
+            "for one scenario per branch where the next one answers during that failure"
+            if ways > 2 else f"parallel group {group!r}: every order its branches can "
+            "finish in was tried")
     return tuple(out)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,8 @@ class Scenario:
     crash_after: bool = False  # ... crashes before it is applied, or after
     events: tuple[str, ...] = ()  # explicit graphs: the events sent, in order
     reverse: bool = False  # a group's branches finish in reverse order (else as declared)
+    answer_late: bool = False  # the branches still at work when a failure moves their
+    # group on answer while it is being committed (else they are cancelled)
     skipped: str | None = None  # why it was not run
 
 
@@ -70,7 +73,7 @@ class Injector:
     def begin(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.journal = Journal()
-        self.turns.begin(scenario.reverse)
+        self.turns.begin(scenario.reverse, scenario.answer_late)
         self._left = {"raise": scenario.raise_times, "undo": scenario.undo_times}
 
     def _take(self, which: str) -> bool:
@@ -186,6 +189,10 @@ def plan(machine: SagaStateMachine) -> list[Scenario]:
             if machine.deadline is None:
                 deadline.skipped = "the machine has no deadline"
             out.append(deadline)
+    for group in graph.lanes.values():
+        for failing, answering in itertools.pairwise(group):
+            out.append(Scenario(f"{failing} raises while {answering} answers", "compensated",
+                                raise_in=failing, answer_late=True))
     if steps:
         last = steps[-1]
         for c in (s for s in steps if graph.defs[s].step.compensation is not None):

@@ -6,7 +6,9 @@ the interleavings it tries to two per group: the branches finishing (their actio
 in the group's compensation their undos) in the order declared, and in reverse. A branch
 does its real work at once, then waits for its turn to report back: it may not return
 before every branch ahead of it in the order, still at work, has had its outcome
-committed. A branch that was cancelled, or whose group moved on, is no longer waited for.
+committed. When a failure moves the group on, the branches still waiting are cancelled
+there, their work done but not reported; or, where the scenario says a sibling answers
+late, they report back at once, while that failure is being committed.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ class Turns:
         self._group = {b: g for g, bs in lanes.items() for b in bs}
         self._lanes = dict(lanes)
         self.reverse = False
+        self.answer_late = False  # a group moving on lets the waiting branches report
         self._active: set[tuple[bool, str]] = set()  # (undoing?, branch) still at work
         self._changed = asyncio.Event()
         self.overdue: list[str] = []  # branches that went on without their turn
 
-    def begin(self, reverse: bool) -> None:
+    def begin(self, reverse: bool, answer_late: bool = False) -> None:
         """A new scenario: nobody is at work, branches finish declared or reversed."""
-        self.reverse = reverse
+        self.reverse, self.answer_late = reverse, answer_late
         self._active.clear()
         self._changed = asyncio.Event()
         self.overdue = []
@@ -74,14 +77,16 @@ class Turns:
         self.overdue += late
 
     def committed(self, t: Transition) -> None:
-        """The store wrote `t`: the branch it names has its outcome; a move out of a
-        group (or its compensation) ends every branch's work there."""
+        """The store wrote `t`: the branch it names has its outcome. A move out of a
+        group (or its compensation) lets nobody report (those at work are cancelled), or
+        with `answer_late`, everyone at once, while it is being committed."""
         undoing = (t.source or "").startswith(MIRROR_PREFIX)
         ended: set[tuple[bool, str]] = set()
-        if t.step is not None and t.kind not in (Kind.RETRY, Kind.IGNORED):
-            ended.add((undoing, t.step))
         if t.source != t.dest:
-            ended |= {x for x in self._active if x[0] == undoing}
+            if self.answer_late:
+                ended = {x for x in self._active if x[0] == undoing}
+        elif t.step is not None and t.kind not in (Kind.RETRY, Kind.IGNORED):
+            ended.add((undoing, t.step))
         self._done(ended)
 
     def _done(self, ended: Iterable[tuple[bool, str]]) -> None:
