@@ -57,3 +57,8 @@ def build_parallel_trip(services: ExampleServices | None = None) -> SagaStateMac
     charge, refund = _calls(svc.payments, "charge", "refund", "amount")
     trip.step("charge_payment", charge, compensation=refund)
     return trip
+
+
+services = parallel_trip_services()
+parallel_trip = build_parallel_trip(services)
+"""The parallel trip over the module's own fake `services` (for the CLI and notebooks)."""
