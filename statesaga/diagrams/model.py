@@ -1,7 +1,10 @@
 """What a drawing shows: the states and edges of a machine, and how it tries its callables.
 
 Shared by the DOT and Mermaid output (and `Trace`, what one saga's history says about
-them); nothing here knows about graphviz.
+them); nothing here knows about graphviz. A parallel group's fork and join are `lanes`'.
+Sub-sagas (a step running another machine as the child saga "<parent id>/<step>", coming
+from the runtime) belong here as a kind of step: one state on the parent's drawing,
+marked as a child and linking to the child machine's own drawing, never drawn inside it.
 """
 
 from __future__ import annotations

@@ -156,7 +156,12 @@ REVERSED = " (branches finishing in reverse)"
 
 
 def runnable(machine: SagaStateMachine) -> list[str]:
-    """The steps that run something, in order, a parallel group's branches in its place."""
+    """The steps that run something, in order, a parallel group's branches in its place.
+
+    A sub-saga step (coming: a step that runs a child saga) is one step here: it raises,
+    times out and is compensated like any other; its child's own failures are explored
+    on the child's machine.
+    """
     graph = machine.graph
     out: list[str] = []
     for s in graph.forward:
