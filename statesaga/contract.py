@@ -56,7 +56,7 @@ def check_contract(machine: SagaStateMachine, participants: Sequence[Participant
     states = []
     for state in graph.forward:
         d = graph.defs[state]
-        if d.step.action is not None:
+        if not graph.waits(state):  # a step, or a parallel group of steps: nothing to wait for
             continue
         outgoing = [t for t in graph.transitions
                     if t.source == state and t.event not in RESERVED_EVENTS]

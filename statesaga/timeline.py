@@ -1,8 +1,9 @@
-"""A saga's history as a person reads it: one line per transition, compensations marked."""
+"""A saga's history as a person reads it: one line per transition, compensations marked,
+a parallel group's branches named beside it: `book[book_flight]`."""
 
 from __future__ import annotations
 
-from .records import MIRROR_PREFIX, SagaRecord
+from .records import MIRROR_PREFIX, TERMINALS, Kind, SagaRecord, Transition
 
 _MARKS = {"succeed": " ", "start": " ", "retry": "↻", "retry_unknown": "↻", "fail": "✗",
           "timeout": "⏱", "abort": "■"}
@@ -19,7 +20,8 @@ def format_timeline(record: SagaRecord, *, times: bool = True) -> str:
         offset = f"+{(t.at - start).total_seconds() * 1000:.1f} ms" if times else ""
         took = "" if t.duration is None else f"{t.duration * 1000:.1f} ms"
         note = t.reason or t.error or ""
-        rows.append((mark, offset, t.source or "·", t.dest, t.event, t.step or "",
+        source, dest = where(t)
+        rows.append((mark, offset, source, dest, t.event, t.step or "",
                      "" if t.attempt is None else str(t.attempt), took, note))
     widths = [max(len(r[i]) for r in rows) for i in range(8)] if rows else [0] * 8
     lines = [f"saga {record.saga_id!r} ({record.name} {record.version})"]
@@ -34,6 +36,20 @@ def format_timeline(record: SagaRecord, *, times: bool = True) -> str:
     if record.error:
         lines.append(f"error: {record.error}")
     return "\n".join(lines)
+
+
+def where(t: Transition) -> tuple[str, str]:
+    """The transition's source and dest as read: a branch of a parallel group (or of its
+    compensation) named in brackets after it, `book[book_flight]`, where the move is that
+    branch's. A step is the state it runs in, or the state its mirror undoes: a step of
+    another name in a state is a branch there (read from the record alone, so that a
+    saga whose definition is not known reads the same)."""
+    source = t.source or "\u00b7"
+    home = source.removeprefix(MIRROR_PREFIX)
+    if t.step is None or t.step == home or source in TERMINALS or t.source is None:
+        return source, t.dest
+    branch = f"{source}[{t.step}]"
+    return branch, branch if t.kind is Kind.RETRY else t.dest
 
 
 def _short(text: str, limit: int = 90) -> str:

@@ -13,6 +13,7 @@ import subprocess
 from typing import Any
 
 import pytest
+from test_diagram_groups import groups_saga, hold_saga
 from test_diagrams import (
     Drawings,
     diamond_saga,
@@ -40,9 +41,11 @@ def drawings() -> Drawings:
 
 
 def every_drawing(drawings: Drawings) -> list[tuple[str, str]]:
-    """(name, DOT) of the committed examples and of machines with branches and loops."""
+    """(name, DOT) of the committed examples (a parallel trip among them) and of machines
+    with branches, loops and parallel groups."""
     more = {"order": order_saga(), "diamond": diamond_saga(), "long": long_saga(),
-            "late": late_saga(), "choreography": build_trip_choreography()}
+            "late": late_saga(), "choreography": build_trip_choreography(),
+            "loop": hold_saga(), "groups": groups_saga()}
     return ([(name, to_dot(m, r)) for name, (m, r) in drawings.items()]
             + [(name, to_dot(m)) for name, m in more.items()])
 

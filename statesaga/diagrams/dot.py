@@ -2,6 +2,8 @@
 
 `compensated` tops the compensation column, where the walk back ends; `completed` ends
 the forward column; `failed` hangs off a rail that every compensation state is tied to.
+A parallel group is a fork and a join with its branches between (`forks`), mirrored.
+An edge back up the column (a loop) runs down its left side, out of the layout's way.
 Edges are labelled with the machine's own events only: statesaga's (succeed, fail,
 timeout, abort, retry) are told by line style, and named once in the legend.
 """
@@ -26,13 +28,17 @@ from ..graph import (
     mirror,
 )
 from ..records import COMPENSATED, COMPLETED, FAILED
-from .model import START, Key, Trace, column, drawn_states, edges, policy, short
+from .forks import BAR, cluster, draw_group
+from .lanes import LANE, branch_nodes, group_of, join, tail
+from .model import START, Key, column, drawn_states, edges, policy, short
+from .trace import Trace
 
 if TYPE_CHECKING:
     from ..definition import SagaStateMachine
     from ..records import SagaRecord
 
 START_NODE = "~start"  # "~" cannot occur in a state name: these never clash with one
+FOOT = "~foot"  # the foot of the mirror column, on the last rank
 TAKEN_WIDTH = "3"  # the pen width of an edge the saga took; nothing else is this wide
 HIGHLIGHT = "#c2185b"  # the compensation that would run if the saga failed now
 GREY = "#666666"
@@ -46,6 +52,7 @@ STYLES: dict[str, dict[str, str]] = {
     MIRROR: {"style": "solid", "color": "#1f5aa6:invis:#1f5aa6", "fontcolor": "#1f5aa6"},
     STUCK: {"style": "dashed", "color": GREY, "arrowhead": "tee"},
     RESUME: {"style": "dashed", "color": GREY, "dir": "back", "arrowtail": "empty"},
+    LANE: {"style": "solid", "color": "#333333", "arrowsize": "0.5"},
 }
 BUILT_IN = RESERVED_EVENTS | {SUCCEED}  # events the legend names: never an edge label
 LEGEND = (
@@ -78,24 +85,34 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
     }, node_attr={"shape": "box", "style": "rounded", "fontname": "Helvetica",
                   "fontsize": "11", "height": "0.4"},
         edge_attr={"fontname": "Helvetica", "fontsize": "9", "arrowsize": "0.7"})
+    if graph.lanes:
+        g.attr(compound="true")  # an edge out of a group may start at its cluster's border
     order = [START_NODE, *column(graph), COMPLETED]
     comps = [mirror(s) for s in order[1:-1] if graph.compensable(s)]  # top to bottom
     g.node(START_NODE, label="", shape="point", width="0.15", tooltip="start")
     for state in drawn_states(graph):
-        g.node(state, **_node(graph, state, trace))
+        if group_of(graph, state) is not None:
+            draw_group(g, graph, state, trace, _node, _edge)
+        else:
+            g.node(state, **_node(graph, state, trace))
     for m in comps:
         g.node(_rail(m), label="", shape="point", width="0.05", color=GREY, group="rail",
                tooltip=f"{m} gets stuck in failed when it gives up")
     # The layout: the start beside `compensated`, each compensation level with its step.
     _same_rank(g, [START_NODE, COMPENSATED])
     for state in order[1:-1]:
-        if graph.compensable(state):  # with room between the columns for failure labels
-            _same_rank(g, [state, mirror(state), _rail(mirror(state))], gap="2")
-    _same_rank(g, [COMPLETED, FAILED] if comps else [COMPLETED])
+        _level(g, graph, state)
+    if comps and graph.lanes:  # clusters loosen the ranks' order: the rail stays right of
+        # the mirror column only if `failed`, where it ends, is right of that column's foot
+        g.node(FOOT, label="", shape="point", style="invis", width="0", group="mirror")
+        g.edge(comps[-1], FOOT, style="invis", weight="10")
+        _same_rank(g, [COMPLETED, FOOT, FAILED])
+    else:
+        _same_rank(g, [COMPLETED, FAILED] if comps else [COMPLETED])
     drawn = {(a, b) for a, b, kind, _ in edges(graph) if kind == FORWARD}
     for a, b in itertools.pairwise(order[1:]):
         if (a, b) not in drawn:  # branches: the column keeps its order all the same
-            g.edge(a, b, style="invis", weight="10")
+            g.edge(tail(graph, a), b, style="invis", weight="10")
     _edge(g, [("", graph.initial, START)], ["start"], trace, weight="10")
     drawn_edges = edges(graph)
     fails = {(s, d) for s, d, kind, _ in drawn_edges if kind == FAILURE}
@@ -103,13 +120,27 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
         if kind == UNKNOWN and (source, dest) in fails:
             continue  # nothing of its own to undo: an unknown outcome walks back as a failure
         rank = {"constraint": "false"} if kind in (FAILURE, UNKNOWN) else {"weight": "10"}
-        if kind == FORWARD and order.index(dest) != order.index(source) + 1:
+        start = tail(graph, source)
+        if kind in (FAILURE, UNKNOWN) and source in graph.lanes:
+            rank["ltail"] = cluster(source)  # any branch of the group: from its border,
+            start = join(source) if dest == mirror(source) else source  # the nearer bar
+        if kind in (FAILURE, UNKNOWN) and _row(graph, order, dest) > order.index(source):
+            rank["headport"] = "n"  # a loop: down to an earlier visit, from above its label
+        if kind == FORWARD and order.index(dest) <= order.index(source):
+            rank = {"weight": "1", "tailport": "w", "headport": "w"}  # a loop: on the left
+        elif kind == FORWARD and order.index(dest) != order.index(source) + 1:
             rank = {"weight": "1"}  # a branch skipping states: let the column stay straight
+        elif kind == MIRROR and _row(graph, order, dest) >= _row(graph, order, source):
+            # a loop undone: an earlier visit of a state later in the column, on the right
+            rank = {"weight": "1", "tailport": "e", "headport": "e",
+                    "tooltip": f"{source}, then {dest}: each visit is undone, newest first"}
         keys = [(source, dest, kind)] + ([(source, dest, UNKNOWN)] if kind == FAILURE else [])
-        _edge(g, keys, events, trace, **rank)
+        _edge(g, keys, events, trace, start=start, **rank)
     # The stuck rail: a stub from each compensation, then down into `failed`.
     for i, m in enumerate(comps):
-        _rail_edge(g, m, _rail(m), trace, {m}, **STYLES[RESUME])
+        stub = {"ltail": cluster(m)} if group_of(graph, m) is not None else {}
+        _rail_edge(g, branch_nodes(graph, m)[-1] if stub else m, _rail(m), trace, {m},
+                   **STYLES[RESUME], **stub)
         if i + 1 < len(comps):
             _rail_edge(g, _rail(m), _rail(comps[i + 1]), trace, set(comps[: i + 1]),
                        dir="none", weight="10")
@@ -117,13 +148,15 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
         _rail_edge(g, _rail(comps[-1]), FAILED, trace, set(comps), **STYLES[STUCK],
                    weight="10")
     if legend:
-        _legend(g, trace, below=len(order) <= 10)
+        _legend(g, trace, below=len(order) <= 10, groups=bool(graph.lanes))
     return g
 
 
 def _node(graph: Graph, state: str, trace: Trace | None) -> dict[str, str]:
     forward = state in graph.defs or state == COMPLETED
     attrs = {"group": "forward" if forward else "mirror", "tooltip": state}
+    if state not in graph.states:  # a branch, or its compensation: beside its siblings
+        del attrs["group"]
     notes, happened = policy(graph, state), []
     if state == FAILED:
         notes = ["stuck: a person fixes", "the cause, then retries"]
@@ -131,13 +164,14 @@ def _node(graph: Graph, state: str, trace: Trace | None) -> dict[str, str]:
     fill = FILLS.get(state)
     if trace is not None:
         happened = trace.notes(state)
+        notes = notes + trace.counts(state)
         if state in trace.errors:
             attrs["tooltip"] = _plain(f"{state}: {trace.errors[state]}")
         if state in trace.visited:
             fill = fill or "#eeeeee"
         if state == trace.stuck and trace.is_stuck:
             attrs.update(color=RED, penwidth="2")
-        if state == trace.current:
+        if state == trace.current or state in trace.running:
             attrs.update(peripheries="2", penwidth="2")
             fill = "#ffe08a"
     if fill:
@@ -151,8 +185,9 @@ def _node(graph: Graph, state: str, trace: Trace | None) -> dict[str, str]:
 
 
 def _edge(g: Any, keys: Sequence[Key], events: Iterable[str], trace: Trace | None,
-          **rank: str) -> None:
-    """One drawn edge, standing for the transitions of `keys` (the first one's kind)."""
+          start: str | None = None, **rank: str) -> None:
+    """One drawn edge, standing for the transitions of `keys` (the first one's kind); drawn
+    from `start` when that is not the source's own node (a group's join bar)."""
     source, dest, kind = keys[0]
     attrs = {**STYLES[kind], "class": kind, **rank}
     own = [e for e in events if e not in BUILT_IN]
@@ -169,7 +204,7 @@ def _edge(g: Any, keys: Sequence[Key], events: Iterable[str], trace: Trace | Non
             _highlight(attrs)
         if trace.taken.intersection(keys):
             _taken(attrs)
-    g.edge(source or START_NODE, dest, **attrs)
+    g.edge(start or source or START_NODE, dest, **attrs)
 
 
 def _rail_edge(g: Any, tail: str, head: str, trace: Trace | None, users: set[str],
@@ -205,17 +240,44 @@ def _rail(state: str) -> str:
     return f"~rail~{state}"
 
 
-def _same_rank(g: Any, nodes: Sequence[str], gap: str | None = None) -> None:
-    """Put `nodes` on one rank, left to right; `gap`: room after the first (in node gaps)."""
+def _same_rank(g: Any, nodes: Sequence[str], gap: str | None = None, at: int = 0,
+               **attrs: str) -> None:
+    """Put `nodes` on one rank, left to right; `gap`: room after node `at` (in node gaps)."""
     with g.subgraph() as s:
         s.attr(rank="same")
         for i, (a, b) in enumerate(itertools.pairwise(nodes)):
-            s.edge(a, b, style="invis", **({"minlen": gap} if gap and not i else {}))
+            s.edge(a, b, style="invis", **({"minlen": gap} if gap and i == at else {}),
+                   **attrs)
 
 
-def _legend(g: Any, trace: Trace | None, below: bool) -> None:
+def _row(graph: Graph, order: Sequence[str], state: str) -> int:
+    """Where a compensation state stands in the column (`compensated` at the top)."""
+    return 0 if state == COMPENSATED else order.index(graph.undoes[state])
+
+
+def _level(g: Any, graph: Graph, state: str) -> None:
+    """A compensation level with its step, with room between for the failure labels; a
+    group's mirror upside down: its join level with the fork, its branches with theirs."""
+    m = mirror(state)
+    if state not in graph.lanes:
+        if graph.compensable(state):
+            _same_rank(g, [state, m, _rail(m)], gap="2")
+        return
+    branches = branch_nodes(graph, state)  # in order, but free to centre under their fork
+    if not graph.compensable(state):
+        _same_rank(g, branches)
+        return
+    _same_rank(g, [state, join(m)], gap="2")
+    _same_rank(g, [*branches, *branch_nodes(graph, m), _rail(m)], gap="2",
+               at=len(branches) - 1)
+    _same_rank(g, [join(state), m], gap="2")
+
+
+def _legend(g: Any, trace: Trace | None, below: bool, groups: bool) -> None:
     """Line styles explained in one small table, under the drawing or (tall) beside it."""
     rows: list[tuple[dict[str, str], str]] = [(STYLES[k], text) for k, text in LEGEND]
+    if groups:
+        rows.append(({"bar": "yes"}, "parallel: fork, branches at once, join"))
     if trace is not None:
         rows.append(({"penwidth": TAKEN_WIDTH}, "taken by this saga"))
         if trace.would or trace.rails_would:
@@ -232,6 +294,9 @@ def _legend(g: Any, trace: Trace | None, below: bool) -> None:
 
 def _sample(style: dict[str, str]) -> str:
     """A short line drawn as a table cell's border: solid, dashed, dotted, double, or bold."""
+    if "bar" in style:  # a group's fork or join
+        return (f'<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0"><TR><TD WIDTH="30" '
+                f'HEIGHT="4" FIXEDSIZE="TRUE" BGCOLOR="{BAR}"></TD></TR></TABLE>')
     colour = style.get("color", "black").split(":")[0]
     dash = style.get("style", "solid")
     look = f'COLOR="{colour}"' + (f' STYLE="{dash}"' if dash in ("dashed", "dotted") else "")

@@ -41,10 +41,13 @@ class InstantClock:
 
 
 async def example_drawings() -> Drawings:
-    """The trip and payment sagas, a trip compensated after its payment failed, and a
-    payment stuck because the debit cannot be refunded: by file name, with fixed saga ids."""
+    """The trip, payment and parallel trip sagas, a trip compensated after its payment
+    failed, a payment stuck because the debit cannot be refunded, and a parallel trip
+    compensated after its hotel failed while the car was still being rented: by file
+    name, with fixed saga ids."""
     import structlog
 
+    from ..examples.parallel_trip import build_parallel_trip, parallel_trip_services
     from ..examples.payment import build_payment, payment_services
     from ..examples.trip import build_trip, trip_services
     from ..orchestrator import Orchestrator
@@ -53,16 +56,23 @@ async def example_drawings() -> Drawings:
     trip_fakes.fail_at("charge_payment")
     payment_fakes.fail_at("update_inventory")
     payment_fakes.fail_compensation("debit_payment_account")
+    parallel_fakes = parallel_trip_services()
+    parallel_fakes.fail_at("book_hotel")
     failing_trip, failing_payment = build_trip(trip_fakes), build_payment(payment_fakes)
+    failing_parallel = build_parallel_trip(parallel_fakes)
     orchestrator = Orchestrator(clock=InstantClock())
     with structlog.testing.capture_logs():  # the failures are the point: keep them quiet
         compensated = await orchestrator.run(failing_trip, {"flight": "LH1", "hotel": "Adlon"},
                                              saga_id="trip-42")
         stuck = await orchestrator.run(failing_payment, {"amount": 25, "sku": "book-1"},
                                        saga_id="payment-7")
+        undone = await orchestrator.run(failing_parallel, {"flight": "LH1", "hotel": "Adlon"},
+                                        saga_id="trip-43")
     return {"trip": (build_trip(), None), "payment": (build_payment(), None),
+            "parallel-trip": (build_parallel_trip(), None),
             "trip-compensated": (failing_trip, compensated),
-            "payment-stuck": (failing_payment, stuck)}
+            "payment-stuck": (failing_payment, stuck),
+            "parallel-trip-compensated": (failing_parallel, undone)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,18 +1,20 @@
-"""What a drawing shows: the edges of a machine, and what one saga's history says about them.
+"""What a drawing shows: the states and edges of a machine, and how it tries its callables.
 
-Shared by the DOT and Mermaid output; nothing here knows about graphviz.
+Shared by the DOT and Mermaid output (and `Trace`, what one saga's history says about
+them); nothing here knows about graphviz. A parallel group's fork and join are `lanes`'.
+Sub-sagas (a step running another machine as the child saga "<parent id>/<step>", coming
+from the runtime) belong here as a kind of step: one state on the parent's drawing,
+marked as a child and linking to the child machine's own drawing, never drawn inside it.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
-import textwrap
 from typing import TYPE_CHECKING
 
 from ..exceptions import SagaError
-from ..graph import FAILURE, FORWARD, MIRROR, RESUME, SELF, STUCK, SUCCEED, UNKNOWN, Graph, mirror
-from ..records import COMPENSATED, COMPLETED, FAILED, MIRROR_PREFIX
+from ..graph import FORWARD, MIRROR, RESUME, SELF, STUCK, SUCCEED, Graph, mirror
+from ..records import FAILED, MIRROR_PREFIX, Kind
 
 if TYPE_CHECKING:
     from ..definition import SagaStateMachine
@@ -37,11 +39,12 @@ def edges(graph: Graph) -> list[tuple[str, str, str, list[str]]]:
     """Transitions as drawn: one edge per (source, dest, kind), with all of its events.
 
     Retry self-loops are left out (a state's label says how often it tries), and so are
-    stuck/resume edges, which every compensation state has: each drawing shows them its way.
+    stuck/resume edges, which every compensation state has: each drawing shows them its way,
+    and a group's branch moves (its fork and join say them).
     """
     groups: dict[Key, list[str]] = {}
     for t in graph.transitions:
-        if t.kind not in (SELF, STUCK, RESUME):
+        if t.kind not in (SELF, STUCK, RESUME, Kind.LANE):
             # a confirmed compensation walks back on its reply: its label says which
             event = SUCCEED if t.kind == MIRROR else t.event
             groups.setdefault((t.source, t.dest, t.kind), []).append(event)
@@ -95,82 +98,3 @@ def check_record(machine: SagaStateMachine, record: SagaRecord) -> None:
             f"saga {record.saga_id!r} ran under {record.name!r} version {record.version}, "
             f"not {machine.name!r} version {machine.version}: draw it with the machine it "
             "ran under", saga_id=record.saga_id, state=record.state)
-
-
-class Trace:
-    """What one saga's history says: edges taken, failed attempts, where it is, what is next.
-
-    Times and durations are never read, so a drawing of a saga is the same on every run.
-    """
-
-    def __init__(self, machine: SagaStateMachine, record: SagaRecord) -> None:
-        check_record(machine, record)
-        self.record = record
-        self.current = record.state
-        self.taken: set[Key] = set()
-        self.rails_taken: set[str] = set()  # compensation states whose stuck/resume edge fired
-        self.failures: dict[str, int] = {}
-        self.errors: dict[str, str] = {}
-        self.causes: set[str] = set()  # states a failure moved the saga out of
-        self.visited: set[str] = set()
-        self.stuck: str | None = None
-        for t in record.history:
-            self.visited.add(t.dest)
-            if t.source is None:
-                self.taken.add(("", t.dest, START))
-                continue
-            kind = t.kind
-            if kind is None:  # pragma: no cover - same version, so the graph has every edge
-                continue
-            if kind == SELF or (t.attempt is not None and kind in (FAILURE, UNKNOWN, STUCK)):
-                self.failures[t.source] = self.failures.get(t.source, 0) + 1
-            if t.error is not None:
-                self.errors[t.source] = t.error
-                if kind != SELF:
-                    self.causes.add(t.source)
-            if kind in (STUCK, RESUME):
-                self.rails_taken.add(t.source if kind == STUCK else t.dest)
-                self.stuck = t.source if kind == STUCK else None
-            elif kind != SELF:
-                self.taken.add((t.source, t.dest, kind))
-        self.would, self.rails_would = self._would_run(machine)
-
-    def _would_run(self, machine: SagaStateMachine) -> tuple[set[Key], set[str]]:
-        """The edges of the compensation that would run if the saga failed now."""
-        from ..saga_run import SagaRun
-
-        graph = machine.graph
-        undo = SagaRun(machine, self.record).pos.undo  # compensable states done, oldest first
-        walk = [mirror(s) for s in reversed(undo)] + [COMPENSATED]
-        would: set[Key] = set()
-        rails: set[str] = set()
-        if self.current in graph.defs:
-            would.add((self.current, walk[0], FAILURE))
-        elif self.current == FAILED:
-            rails.add(walk[0])  # a person's retry resumes the stuck compensation
-        elif self.current in (COMPLETED, COMPENSATED):
-            return would, rails
-        would |= {(a, b, MIRROR) for a, b in itertools.pairwise(walk)}
-        return would, rails
-
-    @property
-    def is_stuck(self) -> bool:
-        return self.current == FAILED
-
-    def would_text(self) -> str:
-        """What the highlighted compensation path means for this saga, for the legend."""
-        if self.is_stuck:
-            return "would undo on retry"
-        if self.current.startswith(MIRROR_PREFIX):
-            return "still to undo"
-        return "would undo if it failed now"
-
-    def notes(self, state: str) -> list[str]:
-        """What happened in `state`: its failed attempts, and the error that moved it on."""
-        count = self.failures.get(state)
-        notes = [f"failed {count}{TIMES}"] if count else []
-        if state == self.stuck and self.is_stuck:
-            notes = [f"stuck here: {notes[0] if notes else 'failed'}"]
-        if state in self.causes:
-            notes += textwrap.wrap(short(self.errors[state], 64), 34)
-        return notes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -11,13 +12,14 @@ from typing import Any
 
 from ..definition import SagaStateMachine
 from ..exceptions import SagaNotFound, UndeliverableEvent
-from ..graph import FORWARD, UNKNOWN
 from ..orchestrator import Orchestrator
-from ..records import SagaRecord
+from ..records import SagaRecord, Transition
 from ..stores.base import Commit, SagaStore, Signals
 from .clock import FakeClock
+from .invariants import compensation_problems, diff, history_problems
 from .report import FailureReport, ScenarioResult
 from .scenarios import (
+    REVERSED,
     Injector,
     Journal,
     Scenario,
@@ -26,8 +28,6 @@ from .scenarios import (
     event_paths,
     plan,
 )
-
-IN_DOUBT = ("retry_unknown", "timeout", "abort")
 
 
 def _simulated(where: str) -> None:
@@ -42,16 +42,23 @@ class CrashingStore:
     """
 
     def __init__(self, store: SagaStore, crash_at: int | None, after: bool,
-                 crash: Callable[[str], None] = _simulated) -> None:
+                 crash: Callable[[str], None] = _simulated,
+                 committed: Callable[[Transition], None] | None = None) -> None:
         self._store, self._at, self._after, self.writes = store, crash_at, after, 0
         self._crash = crash
+        self._committed = committed  # told of every transition written
         self.url = store.url
 
-    async def _write(self, apply: Callable[[], Awaitable[Any]]) -> Any:
+    async def _write(self, apply: Callable[[], Awaitable[Any]],
+                     transition: Transition | None = None) -> Any:
+        if self._at is not None and self.writes >= self._at:  # a dead process writes no more
+            self._crash(f"write {self.writes + 1} after the crash at write {self._at}")
         self.writes += 1
         if self.writes == self._at and not self._after:
             self._crash(f"crash before write {self.writes}")
         result = await apply()
+        if transition is not None and self._committed is not None:
+            self._committed(transition)
         if self.writes == self._at:
             self._crash(f"crash after write {self.writes}")
         return result
@@ -60,7 +67,8 @@ class CrashingStore:
         await self._write(lambda: self._store.create(record, **kw))
 
     async def commit(self, commit: Commit) -> Signals:
-        result: Signals = await self._write(lambda: self._store.commit(commit))
+        result: Signals = await self._write(lambda: self._store.commit(commit),
+                                            commit.transition)
         return result
 
     def __getattr__(self, name: str) -> Any:
@@ -99,7 +107,9 @@ class _Explorer:
         saga_id = f"explore-{self.count}"
         before = self._picture(saga_id)
         self.injector.begin(scenario)
-        store = CrashingStore(self.store, scenario.crash_at, scenario.crash_after)
+        turns = self.injector.turns
+        store = CrashingStore(self.store, scenario.crash_at, scenario.crash_after,
+                              committed=turns.committed)
         orch = Orchestrator(store=store, clock=self.clock, lease=5)
         events = list(scenario.events or self.happy_events)
         record: SagaRecord | None
@@ -112,9 +122,11 @@ class _Explorer:
             record = await orch.get(saga_id)
         except SimulatedCrash:
             self.clock.advance(6)  # the dead process's lease runs out
+            turns.begin(scenario.reverse, scenario.answer_late)  # all at work died
             fresh = reopen()
-            again = Orchestrator(store=fresh, clock=self.clock, lease=5,
-                                 sagas=[self.injector.copy])
+            again = Orchestrator(store=CrashingStore(fresh, None, False,
+                                                     committed=turns.committed),
+                                 clock=self.clock, lease=5, sagas=[self.injector.copy])
             await again.recover()
             try:
                 for event in events[sent:]:  # the bus delivers again what was not acked
@@ -126,6 +138,9 @@ class _Explorer:
                 await fresh.close()
         after = self._picture(saga_id)
         violations = self.check(scenario, record, self.injector.journal, before, after)
+        violations += [f"branch {b} went on without its turn: the explorer could not hold "
+                       "the group's branches in order (a branch never reported back?)"
+                       for b in turns.overdue]
         if scenario.name == "happy path" and not violations:
             self.happy = after
         final = None if record is None else record.state
@@ -156,66 +171,15 @@ class _Explorer:
         if record.state != scenario.expect:
             out.append(f"expected to end {scenario.expect}, ended in {record.state}"
                        + (f" ({record.error})" if record.error else ""))
-        out += self._history(record)
-        out += self._compensations(record, journal)
+        out += history_problems(record, self.allowed)
+        out += compensation_problems(self.machine.graph, record, journal)
         if record.state == "compensated" and before != after:
             out.append("after compensation the outside world differs from before the saga: "
-                       + _diff(before, after))
+                       + diff(before, after))
         if record.state == "completed" and self.happy is not None and after != self.happy:
             out.append("completed, but the outside world differs from the clean happy path "
-                       "(a step not idempotent under its key?): " + _diff(self.happy, after))
+                       "(a step not idempotent under its key?): " + diff(self.happy, after))
         return out
-
-    def _history(self, record: SagaRecord) -> list[str]:
-        out = []
-        for prev, t in zip(record.history, record.history[1:], strict=False):
-            if t.source != prev.dest:
-                out.append(f"history jumps from {prev.dest} to {t.source}")
-            if (t.source, t.event, t.dest) not in self.allowed and t.source != t.dest:
-                out.append(f"history has {t.source} -> {t.dest} on {t.event!r}, which is not "
-                           "a transition of the machine")
-        return out
-
-    def _compensations(self, record: SagaRecord, journal: Journal) -> list[str]:
-        graph = self.machine.graph
-        in_doubt = {t.step for t in record.history if t.event in IN_DOUBT}
-        waited = set()  # states that waited for an event and got a reply that moved on
-        for t in record.history:
-            kind = t.kind
-            if kind == UNKNOWN and t.source is not None:
-                in_doubt.add(t.source)
-            elif kind == FORWARD and t.source is not None and t.source in graph.defs \
-                    and graph.defs[t.source].step.action is None:
-                waited.add(t.source)
-        path: list[str] = []
-        for t in record.history:
-            if t.dest in graph.defs and t.dest not in path:
-                path.append(t.dest)
-        ran = set(journal.ran) | waited
-        may_exist = [s for s in path if graph.compensable(s) and (s in ran or s in in_doubt)]
-        undone = list(dict.fromkeys(journal.undone))
-        out = [f"compensated {s}, which never ran and was never in doubt"
-               for s in undone if s not in ran and s not in in_doubt]
-        if record.state == "completed":
-            expected: list[str] = []
-        elif record.state == "failed":
-            stuck = next(t.step for t in reversed(record.history) if t.dest == "failed")
-            expected = list(reversed(may_exist))
-            expected = expected[: expected.index(stuck)] if stuck in expected else expected
-        else:
-            expected = list(reversed(may_exist))
-        if undone != expected:
-            out.append(f"compensations ran as {undone}, expected {expected} (the completed "
-                       "compensable steps, newest first)")
-        return out
-
-
-def _diff(expected: str | None, actual: str | None) -> str:
-    a, b = json.loads(expected or "null"), json.loads(actual or "null")
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        return "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)[:400]
-    return f"{a!r} -> {b!r}"[:400]
 
 
 async def explore_failures(
@@ -258,9 +222,15 @@ async def explore_failures(
     try:
         happy, writes = await explorer.run(Scenario("happy path", "completed"), reopen)
         results.append(happy)
+        reverse_writes = 0
+        if graph.lanes:
+            backwards, reverse_writes = await explorer.run(
+                Scenario(f"happy path{REVERSED}", "completed", reverse=True), reopen)
+            results.append(backwards)
         scenarios: Sequence[Scenario] = [*plan(machine), *by_events]
         if crashes:
-            scenarios = [*scenarios, *await _crash_scenarios(explorer, writes, reopen)]
+            scenarios = [*scenarios, *await _crash_scenarios(
+                explorer, writes, reverse_writes, reopen)]
         for scenario in scenarios:
             results.append((await explorer.run(scenario, reopen))[0])
     finally:
@@ -268,16 +238,44 @@ async def explore_failures(
         if tmp is not None:
             tmp.cleanup()
     return FailureReport(machine.name, tuple(results), tuple(notes),
-                         time.perf_counter() - started)
+                         time.perf_counter() - started, bounds=_bounds(machine, crashes))
 
 
-async def _crash_scenarios(explorer: _Explorer, happy_writes: int,
+def _bounds(machine: SagaStateMachine, crashes: bool) -> tuple[str, ...]:
+    """How the exploration was bounded where trying everything would not end."""
+    out = []
+    for group, branches in machine.graph.lanes.items():
+        ways = math.factorial(len(branches))
+        out.append(
+            f"parallel group {group!r}: its branches ({', '.join(branches)}) were made to "
+            f"finish in 2 of their {ways} orders, as declared and in reverse (each branch "
+            "raising, timing out, and its compensation failing, in both orders"
+            + ("; a crash at every write on the happy path and with the last branch to "
+               "finish failing, in both orders" if crashes else "")
+            + "); their actions and compensations keep that order. A branch still at work "
+            "when a sibling fails has done its work and is cancelled before it reports, but "
+            "for one scenario per branch where the next one answers during that failure"
+            if ways > 2 else f"parallel group {group!r}: every order its branches can "
+            "finish in was tried")
+    return tuple(out)
+
+
+async def _crash_scenarios(explorer: _Explorer, happy_writes: int, reverse_writes: int,
                            reopen: Callable[[], SagaStore]) -> list[Scenario]:
+    """A crash before and after every write of the happy path, and of a failing path: the
+    last step failing, and in each group the branch that finishes last, the others done
+    (and their compensations in flight); with a group, both orders of its branches."""
     graph = explorer.machine.graph
     steps = [s for s in graph.forward if graph.defs[s].step.action is not None]
     out = crash_plan(happy_writes, failing=None)
-    if steps and any(graph.compensable(s) for s in steps):
-        probe = Scenario("probe", "compensated", raise_in=steps[-1])
+    if reverse_writes:
+        out += crash_plan(reverse_writes, failing=None, reverse=True)
+    failing = [(s, False) for s in steps[-1:]
+               if any(graph.compensable(s) for s in graph.forward)]
+    for branches in graph.lanes.values():
+        failing += [(branches[-1], False), (branches[0], True)]
+    for step, reverse in failing:
+        probe = Scenario("probe", "compensated", raise_in=step, reverse=reverse)
         _, writes = await explorer.run(probe, reopen)
-        out += crash_plan(writes, failing=steps[-1])
+        out += crash_plan(writes, failing=step, reverse=reverse)
     return out

@@ -27,8 +27,9 @@ class FailureReport:
 
     machine: str
     results: tuple[ScenarioResult, ...]
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what hides a problem: `assert_ok` fails on these
     seconds: float = 0.0
+    bounds: tuple[str, ...] = ()  # how the scenarios were bounded (branch interleavings)
 
     @property
     def violations(self) -> list[str]:
@@ -66,6 +67,7 @@ class FailureReport:
                  f"{len(self.violations)} violations, {len(self.skipped)} skipped "
                  f"({self.seconds:.2f} s)"]
         lines += [f"note: {n}" for n in self.notes]
+        lines += [f"note (bounded): {b}" for b in self.bounds]
         for r in rows:
             cells = [r[i][: widths[i]].ljust(widths[i]) for i in range(4)]
             lines.append("  ".join([*cells, r[4]]).rstrip())
@@ -77,6 +79,8 @@ class FailureReport:
             f"<tr style='background:{colour[r[1]]}'>" + "".join(
                 f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows())
         notes = "".join(f"<p><b>note:</b> {html.escape(n)}</p>" for n in self.notes)
+        notes += "".join(f"<p><b>note (bounded):</b> {html.escape(b)}</p>"
+                         for b in self.bounds)
         return (f"<p>failure matrix of <b>{html.escape(self.machine)}</b>: "
                 f"{len(self.results)} scenarios, {len(self.violations)} violations, "
                 f"{len(self.skipped)} skipped</p>{notes}<table><tr><th>scenario</th>"

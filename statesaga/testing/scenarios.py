@@ -3,21 +3,23 @@
 Injected failures are honest about outcomes: a raised action raises *before* the real
 call (it did not happen); a timeout or a passing deadline strikes *after* it (it happened,
 but nobody heard back), which is what makes a compensation that relies on `ctx.result`,
-or a step that ignores its idempotency key, show up.
+or a step that ignores its idempotency key, show up. A branch of a parallel group does
+its real call at once, then reports back in its turn (`turns`): the scenario says whether
+the branches finish in the order declared or in reverse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from ..definition import SagaStateMachine
-from ..graph import StateDef
-from ..steps import StepSpec
+from .turns import Turns
 
 
 class InjectedFailure(Exception):
@@ -43,6 +45,9 @@ class Scenario:
     crash_at: int | None = None  # the n-th store write (1-based) ...
     crash_after: bool = False  # ... crashes before it is applied, or after
     events: tuple[str, ...] = ()  # explicit graphs: the events sent, in order
+    reverse: bool = False  # a group's branches finish in reverse order (else as declared)
+    answer_late: bool = False  # the branches still at work when a failure moves their
+    # group on answer while it is being committed (else they are cancelled)
     skipped: str | None = None  # why it was not run
 
 
@@ -61,12 +66,14 @@ class Injector:
         self.machine = machine
         self.scenario = Scenario("happy path", "completed")
         self.journal = Journal()
+        self.turns = Turns(machine.graph.lanes)
         self._left: dict[str, int | None] = {}
         self.copy = self._copy()
 
     def begin(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.journal = Journal()
+        self.turns.begin(scenario.reverse, scenario.answer_late)
         self._left = {"raise": scenario.raise_times, "undo": scenario.undo_times}
 
     def _take(self, which: str) -> bool:
@@ -79,44 +86,62 @@ class Injector:
         return True
 
     def _copy(self) -> SagaStateMachine:
+        """The machine again, every action and compensation wrapped; all else the same
+        (groups, policies), but a compensation is done when it returns: nobody here sends
+        the reply a confirmed one (choreography) would wait for."""
         m = self.machine
         copy = SagaStateMachine(m.name, deadline=m.deadline, data=m.data_type)
         for d in m._defs:
             spec = d.step
-            copy._defs.append(StateDef(
-                name=d.name, on_enter=d.on_enter, on_exit=d.on_exit,
-                step=StepSpec(
-                    name=spec.name,
-                    action=None if spec.action is None else self._action(d.name, spec.action),
-                    compensation=(None if spec.compensation is None
-                                  else self._undo(d.name, spec.compensation)),
-                    retry=spec.retry, compensation_retry=spec.compensation_retry,
-                    timeout=spec.timeout)))
+            copy._defs.append(attrs.evolve(d, step=attrs.evolve(
+                spec,
+                action=None if spec.action is None else self._action(d.name, spec.action),
+                compensation=(None if spec.compensation is None
+                              else self._undo(d.name, spec.compensation)),
+                confirm=None, refuse=None)))
         copy._edges = list(m._edges)
         copy._problems = list(m._problems)
         return copy.validate()
 
     def _action(self, step: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        turns = self.turns
+
         async def injected_action(ctx: Any) -> Any:
             s = self.scenario
-            if s.raise_in == step and self._take("raise"):
-                raise InjectedFailure(f"{step} raised (injected, before doing anything)")
-            result = await _call(func, ctx)
-            self.journal.ran.append(step)
+            turns.arrive(step, False)
+            try:
+                if s.raise_in == step and self._take("raise"):
+                    await turns.turn(step, False)
+                    raise InjectedFailure(f"{step} raised (injected, before doing anything)")
+                result = await _call(func, ctx)
+                self.journal.ran.append(step)
+                if s.hang_in == step:
+                    await asyncio.Event().wait()  # until the saga's deadline cancels it
+                await turns.turn(step, False)
+            except asyncio.CancelledError:
+                turns.leave(step, False)
+                raise
             if s.timeout_in == step:
                 raise TimeoutError(f"{step} timed out (injected, after it ran)")
-            if s.hang_in == step:
-                await asyncio.Event().wait()  # until the saga's deadline cancels it
             return result
         injected_action.__qualname__ = f"explore.{step}"
         return injected_action
 
     def _undo(self, step: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        turns = self.turns
+
         async def injected_compensation(ctx: Any) -> Any:
-            if self.scenario.undo_fails == step and self._take("undo"):
-                raise InjectedFailure(f"the compensation of {step} raised (injected)")
-            result = await _call(func, ctx)
-            self.journal.undone.append(step)
+            turns.arrive(step, True)
+            try:
+                if self.scenario.undo_fails == step and self._take("undo"):
+                    await turns.turn(step, True)
+                    raise InjectedFailure(f"the compensation of {step} raised (injected)")
+                result = await _call(func, ctx)
+                self.journal.undone.append(step)
+                await turns.turn(step, True)
+            except asyncio.CancelledError:
+                turns.leave(step, True)
+                raise
             return result
         injected_compensation.__qualname__ = f"explore.undo_{step}"
         return injected_compensation
@@ -127,44 +152,78 @@ async def _call(func: Callable[..., Any], ctx: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-def plan(machine: SagaStateMachine) -> list[Scenario]:
-    """Every step and compensation failure scenario of a step-based machine."""
+REVERSED = " (branches finishing in reverse)"
+
+
+def runnable(machine: SagaStateMachine) -> list[str]:
+    """The steps that run something, in order, a parallel group's branches in its place.
+
+    A sub-saga step (coming: a step that runs a child saga) is one step here: it raises,
+    times out and is compensated like any other; its child's own failures are explored
+    on the child's machine.
+    """
     graph = machine.graph
-    steps = [s for s in graph.forward if graph.defs[s].step.action is not None]
-    compensable = [s for s in steps if graph.compensable(s)]
-    out: list[Scenario] = []
-    for s in steps:
-        retried = graph.defs[s].step.retry.attempts > 1
-        out += [
-            Scenario(f"{s} raises once", "completed" if retried else "compensated",
-                     raise_in=s, raise_times=1),
-            Scenario(f"{s} always raises", "compensated", raise_in=s),
-            Scenario(f"{s} times out (outcome unknown)", "compensated", timeout_in=s),
-        ]
-        deadline = Scenario(f"the deadline passes in {s}", "compensated", hang_in=s)
-        if machine.deadline is None:
-            deadline.skipped = "the machine has no deadline"
-        out.append(deadline)
-    if steps:
-        last = steps[-1]
-        for c in compensable:
-            # make the last step fail so that c's compensation runs (time out if c is last)
-            timeout_in, raise_in = (last, None) if c == last else (None, last)
-            out += [
-                Scenario(f"compensation of {c} raises once", "compensated", undo_fails=c,
-                         undo_times=1, timeout_in=timeout_in, raise_in=raise_in),
-                Scenario(f"compensation of {c} always raises", "failed", undo_fails=c,
-                         timeout_in=timeout_in, raise_in=raise_in),
-            ]
+    out: list[str] = []
+    for s in graph.forward:
+        out += list(graph.lanes[s]) if s in graph.lanes else (
+            [s] if graph.defs[s].step.action is not None else [])
     return out
 
 
-def crash_plan(writes: int, *, failing: str | None) -> list[Scenario]:
+def plan(machine: SagaStateMachine) -> list[Scenario]:
+    """Every step and compensation failure scenario of a step-based machine; those of a
+    group's branch twice, its branches finishing as declared and in reverse."""
+    graph = machine.graph
+    steps = runnable(machine)
+    branches = {b for bs in graph.lanes.values() for b in bs}
+    out: list[Scenario] = []
+    for s in steps:
+        retried = graph.defs[s].step.retry.attempts > 1
+        for reverse in (False, True) if s in branches else (False,):
+            more = REVERSED if reverse else ""
+            out += [
+                Scenario(f"{s} raises once{more}", "completed" if retried else "compensated",
+                         raise_in=s, raise_times=1, reverse=reverse),
+                Scenario(f"{s} always raises{more}", "compensated", raise_in=s,
+                         reverse=reverse),
+                Scenario(f"{s} times out (outcome unknown){more}", "compensated",
+                         timeout_in=s, reverse=reverse),
+            ]
+            deadline = Scenario(f"the deadline passes in {s}{more}", "compensated",
+                                hang_in=s, reverse=reverse)
+            if machine.deadline is None:
+                deadline.skipped = "the machine has no deadline"
+            out.append(deadline)
+    for group in graph.lanes.values():
+        for failing, answering in itertools.pairwise(group):
+            out.append(Scenario(f"{failing} raises while {answering} answers", "compensated",
+                                raise_in=failing, answer_late=True))
+    if steps:
+        last = steps[-1]
+        for c in (s for s in steps if graph.defs[s].step.compensation is not None):
+            # make the last step fail so that c's compensation runs (time out if c is last)
+            timeout_in, raise_in = (last, None) if c == last else (None, last)
+            for reverse in (False, True) if c in branches else (False,):
+                more = REVERSED if reverse else ""
+                out += [
+                    Scenario(f"compensation of {c} raises once{more}", "compensated",
+                             undo_fails=c, undo_times=1, timeout_in=timeout_in,
+                             raise_in=raise_in, reverse=reverse),
+                    Scenario(f"compensation of {c} always raises{more}", "failed",
+                             undo_fails=c, timeout_in=timeout_in, raise_in=raise_in,
+                             reverse=reverse),
+                ]
+    return out
+
+
+def crash_plan(writes: int, *, failing: str | None, reverse: bool = False
+               ) -> list[Scenario]:
     """A crash before and after each of `writes` store writes, on one path."""
     path = f"{failing} failing" if failing else "happy path"
+    path += ", branches finishing in reverse" if reverse else ""
     expect = "compensated" if failing else "completed"
     return [Scenario(f"crash {'after' if after else 'before'} write {n} ({path})", expect,
-                     raise_in=failing, crash_at=n, crash_after=after)
+                     raise_in=failing, crash_at=n, crash_after=after, reverse=reverse)
             for n in range(1, writes + 1) for after in (False, True)]
 
 
@@ -177,7 +236,7 @@ def event_paths(machine: SagaStateMachine, bound: int) -> tuple[list[str], list[
     with an action) are assumed to succeed.
     """
     graph = machine.graph
-    waits = {s for s in graph.forward if graph.defs[s].step.action is None}
+    waits = {s for s in graph.forward if graph.waits(s)}
     if not waits:
         return [], []
     forward: dict[str, list[tuple[str, str]]] = {}
