@@ -22,7 +22,8 @@ from .exceptions import (
     UndeliverableEvent,
 )
 from .graph import TransitionInfo
-from .orchestrator import Orchestrator, RecoveryReport
+from .orchestrator import Orchestrator
+from .orchestrator_many import RecoveryReport
 from .records import SagaRecord, SagaStatus, Transition
 from .retry import Retry
 from .steps import SagaStep

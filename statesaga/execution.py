@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from . import branches, hooks, kernel, telemetry
+from . import branches, hooks, kernel, telemetry, writer
 from .clock import Clock
-from .codec import from_json, storable_text, to_json
+from .codec import from_json, to_json
 from .exceptions import InvalidSagaData, SagaError, describe
 from .graph import Edge
 from .hooks import HookFailed
@@ -23,7 +22,7 @@ from .records import FAILED, TERMINALS, Kind, Trigger
 from .retry import Retry
 from .saga_run import SagaRun
 from .steps import StepSpec
-from .stores.base import SagaStore, store_time
+from .stores.base import SagaStore
 
 
 class _Outcome:
@@ -49,10 +48,6 @@ class Runner:
         self.owner = owner
         self.lease = lease
         self.stopping = False  # a worker shuts down: stop at the next transition
-
-    def store_now(self) -> float | None:
-        """The `now` leases count from: None (the store's clock) for the real clock."""
-        return store_time(self.clock)
 
     async def drive(self, run: SagaRun, *, resumed: bool = False) -> None:
         """Run the saga until it is terminal or waits for an outside event."""
@@ -334,6 +329,7 @@ class Runner:
         lane: str | None = None,
         home: str | None = None,
         messages: list[Any] | None = None,
+        consumed: int | None = None,
     ) -> bool:
         """Make the move the kernel decides for `event` and commit it; False if none.
 
@@ -350,7 +346,8 @@ class Runner:
                 if move is None:
                     return False  # its group no longer waits for it
                 await self.commit(run, move, step=step, attempt=attempt, duration=duration,
-                                  error=error, result=result, value=value, messages=messages)
+                                  error=error, result=result, value=value,
+                                  messages=messages or ())
                 return True
         move = kernel.decide(run.graph, run.pos, name, edge, error, lane)
         if move is None:
@@ -367,70 +364,38 @@ class Runner:
                 raise
         await self.commit(run, move, step=step, attempt=attempt, duration=duration,
                           error=error, result=result, value=value, reason=reason, inbox=inbox,
-                          messages=messages)
+                          messages=messages or (), consumed=consumed)
         return True
 
-    async def commit(self, run: SagaRun, move: kernel.Move, *, step: str | None = None,
-                     attempt: int | None = None, duration: float | None = None,
-                     error: str | None = None, result: str | None = None, value: Any = None,
-                     reason: str | None = None, inbox: str | None = None,
-                     messages: list[Any] | None = None) -> None:
+    async def commit(self, run: SagaRun, move: kernel.Move, **fields: Any) -> None:
         """Write `move` (built by the kernel) to the store, then take it in memory."""
-        graph = run.graph
-        now = self.clock.time()
-        entered = now if move.dest != move.source or move.edge is not None else run.entered_at
-        transition, commit = kernel.record(
-            graph, move, saga_id=run.saga_id, revision=run.revision + 1,
-            at=datetime.fromtimestamp(now, UTC), step=step, attempt=attempt,
-            error=error and storable_text(error), duration=duration,
-            reason=reason and storable_text(reason),
-            worker=self.owner, result=result, owner=self.owner, now=self.store_now(),
-            lease=self.lease,
-            messages=[*messages, *run.outbox] if messages else run.outbox, inbox=inbox,
-            wake_at=kernel.due(graph, move.dest, entered, run.deadline_at))
-        try:
-            abort = (await self.store.commit(commit)).abort
-        except BaseException:
-            run.outbox = []
-            if result is not None and step is not None:
-                run.results.pop(step, None)
-            raise
-        run.revision += 1
-        if result is not None and step is not None:
-            run.results[step] = value
-        run.apply(move, transition, entered)
-        if move.dest in TERMINALS:
-            telemetry.saga_ended(run.definition.name, move.dest)
-        if abort is not None and run.abort is None and move.dest not in TERMINALS:
-            run.abort = abort
-        run.log.info("saga.transition", source=move.source or None, dest=move.dest,
-                     trigger=move.event, step=step, attempt=attempt,
-                     duration_ms=None if duration is None else round(duration * 1000, 3))
-        if move.kind is Kind.FAILURE or move.kind is Kind.UNKNOWN:
-            run.log.info("saga.compensating", step=step, trigger=move.event, error=error)
+        await writer.write(self, run, move, **fields)
 
     async def deliver(self, run: SagaRun, event: Any, *, inbox: str | None = None,
-                      error: str | None = None) -> bool:
+                      error: str | None = None, consumed: int | None = None) -> bool:
         """An outside event for `run`: take the first transition its guards allow, or record
-        it as ignored; a guard or hook that raises rejects it (recorded, then raised)."""
+        it as ignored; a guard or hook that raises rejects it (recorded, then raised).
+        `consumed`: the queued event it is (`EventQueue`), taken off the queue with it."""
         replies = run.graph.replies.get(run.state)
         if run.state in run.graph.undoes and (replies is None or event.type not in replies):
-            return await self._ignored(run, event, inbox)  # only its reply moves a mirror
+            return await self._ignored(run, event, inbox, consumed)  # only its reply moves it
         if replies is not None and event.type == replies[1]:
             error = _stuck(run, f": its compensating command was refused ({error or event.type}); "
                                 "fix the participant that handles it")
         try:
             edge = await self._route(run, event)
             moved = await self.fire(run, event, edge=edge, error=error, inbox=inbox,
-                                    strict=True)
+                                    strict=True, consumed=consumed)
         except HookFailed as exc:
             await self.commit(run, kernel.ignore(run.pos, event.type), inbox=inbox,
-                              reason=f"rejected: {exc}")
+                              reason=f"rejected: {exc}", consumed=consumed)
             raise exc.exc from exc
-        return moved or await self._ignored(run, event, inbox)
+        return moved or await self._ignored(run, event, inbox, consumed)
 
-    async def _ignored(self, run: SagaRun, event: Any, inbox: str | None) -> bool:
+    async def _ignored(self, run: SagaRun, event: Any, inbox: str | None,
+                       consumed: int | None) -> bool:
         await self.commit(run, kernel.ignore(run.pos, event.type), inbox=inbox,
+                          consumed=consumed,
                           reason=f"ignored: no transition on {event.type!r} from {run.state}")
         run.log.info("saga.event_ignored", state=run.state, trigger=event.type)
         return False

@@ -13,29 +13,23 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import attrs
-
-from . import hooks, kernel, telemetry
+from . import hooks, kernel, orchestrator_events, orchestrator_many, telemetry
 from .clock import Clock, SystemClock
 from .codec import check_id, from_json, to_json
 from .definition import SagaStateMachine
 from .events import Event
 from .exceptions import (
-    DuplicateMessage,
     IdempotencyConflict,
     InvalidSagaData,
     LeaseHeld,
-    RevisionConflict,
     SagaConflict,
     SagaError,
-    SagaNotFound,
     SagaNotRegistered,
-    StoreError,
-    UndeliverableEvent,
+    describe,
 )
 from .execution import Runner
-from .graph import RESERVED_EVENTS
 from .logs import logger as _log
+from .orchestrator_many import RecoveryReport
 from .records import TERMINALS, SagaRecord, SagaStatus, Trigger
 from .saga_run import SagaRun
 from .stores.base import SagaStore, store_time
@@ -43,17 +37,6 @@ from .stores.memory import InMemoryStore
 from .stores.reads import SagaPage, SagaQuery, SagaSummary, list_summaries, reader
 
 PARKED = 10_000  # waiting sagas kept in memory; the rest are loaded when their event comes
-
-
-@attrs.frozen
-class RecoveryReport:
-    """What `recover()` did: the sagas it finished, and those it had to leave alone."""
-
-    recovered: tuple[SagaRecord, ...] = ()
-    unregistered: tuple[str, ...] = ()  # one line per definition (name, version), with a count
-
-    def __len__(self) -> int:
-        return len(self.recovered)
 
 
 class Orchestrator:
@@ -233,13 +216,29 @@ class Orchestrator:
         try:
             with telemetry.saga_span(run.definition.name, run.saga_id):  # telemetry
                 await self._runner.drive(run, resumed=resumed)
+                while ((run.queued or resumed) and not self._runner.stopping
+                       and (kernel.waits(run.graph, run.pos) or run.state in TERMINALS)):
+                    resumed = False  # outside events that came meanwhile (a worker's claim)
+                    if not await orchestrator_events.apply_queued(self, run):
+                        break
+                    await self._runner.drive(run)
             if run.state in TERMINALS:
                 pass
             elif kernel.waits(run.graph, run.pos):
                 self._park(run)
             else:
                 await self.store.release(self.owner, [run.saga_id])  # a worker stopping
+        except asyncio.CancelledError as exc:
+            if not run.lost:
+                raise
+            error = self._lost(run)  # its lease was taken: this process stops, writes nothing
+            done.set_exception(error)
+            done.exception()
+            raise error from exc
         except BaseException as exc:
+            if not run.lost:
+                with contextlib.suppress(Exception):  # a live lease is never left behind
+                    await self.store.release(self.owner, [run.saga_id])
             done.set_exception(exc)
             done.exception()  # retrieved: a waiter may not exist
             raise
@@ -272,75 +271,54 @@ class Orchestrator:
             self._ensure_heartbeat()
 
     async def _renew(self, ids: list[str]) -> None:
+        """Renew the leases; act on what the store says of each saga: taken by another
+        worker (stop it at once), an abort asked for, outside events queued."""
         try:
-            await self.store.renew(self.owner, ids, now=store_time(self.clock),
-                                   lease=self.lease)
-        except Exception:  # a store hiccup: the next beat or commit renews the leases
-            _log.warning("saga.lease_renewal_failed", exc_info=True)
+            signals = await self.store.renew(self.owner, ids, now=store_time(self.clock),
+                                             lease=self.lease)
+        except Exception as exc:  # a store hiccup: the next beat or commit renews the leases
+            _log.warning("saga.lease_renewal_failed", error=describe(exc))
+            return
+        for saga_id, said in signals.items():
+            active = self._active.get(saga_id)
+            if active is None:
+                continue
+            run, task = active[0], self._tasks.get(saga_id)
+            if said.lost and not run.lost:
+                run.lost = True
+                if task is not None:
+                    task.cancel()
+            elif said.abort is not None and run.abort is None:
+                run.abort = said.abort
+                if run.interruptible and task is not None:
+                    task.cancel()
+            run.queued = max(run.queued, said.events)
+
+    def _lost(self, run: SagaRun) -> LeaseHeld:
+        """A saga whose lease another worker took while this process ran it."""
+        _log.warning("saga.lease_lost", saga_id=run.saga_id, state=run.state)
+        return LeaseHeld(
+            f"saga {run.saga_id!r} was taken over by another worker while this one ran it in "
+            f"{run.state} (its lease had lapsed: a paused or overloaded process); this one "
+            "stopped there and wrote nothing more: the saga goes on there",
+            saga_id=run.saga_id, state=run.state)
 
     # -- outside events ----------------------------------------------------------------
 
-    async def send(self, saga_id: str, event: str | Event, payload: Mapping[str, Any] | None
-                   = None, *, message_id: str | None = None) -> SagaRecord:
+    async def send(self, saga_id: str, event: str | Event,
+                   payload: Mapping[str, Any] | None = None, *,
+                   message_id: str | None = None) -> SagaRecord:
         """Deliver an outside event to a saga; it runs on until it waits or ends.
 
-        `event` is a name (with `payload`) or an `Event`. Idempotent by `message_id`: an
-        event consumed before changes nothing, and the saga's record is returned. An event
-        with no transition from the saga's state is recorded in its history as ignored; a
-        failure event's `payload["reason"]` becomes the saga's error.
+        `event` is a name (with `payload`) or an `Event`. A saga waiting here or in the store
+        takes it at once; one another worker runs right now gets it queued durably, applied
+        in order when it next waits (send waits for that). Idempotent by `message_id`: an
+        event consumed before changes nothing. An event with no transition from the saga's
+        state is recorded in its history as ignored; a failure event's `payload["reason"]`
+        becomes the saga's error.
         """
-        if isinstance(event, str):
-            event = Event(event, dict(payload or {}), correlation_id=saga_id)
-        if message_id is not None and message_id != event.message_id:
-            event = attrs.evolve(event, message_id=message_id)
-        if event.type in RESERVED_EVENTS:
-            raise UndeliverableEvent(
-                f"event {event.type!r} is reserved (statesaga fires it itself): use "
-                "`abort` or `retry` for those", saga_id=saga_id)
-        active = self._active.get(saga_id)
-        if active is not None:  # this process drives it right now: let that finish first
-            await asyncio.shield(active[1])
-        parked = self._parked.pop(saga_id, None)
-        if parked is not None:  # no claim, no load: the commit's revision check guards it
-            try:
-                moved = await self._runner.deliver(parked, event, inbox=event.message_id,
-                                                   error=_reason(event))
-            except DuplicateMessage:
-                return await self.store.load(saga_id)
-            except RevisionConflict:
-                pass  # it moved elsewhere meanwhile: load it afresh below
-            else:
-                return await self._drive(parked, resumed=not moved)
-        record = await self._loaded(saga_id, event)
-        if record.is_terminal:
-            run = SagaRun(self.definition(record), record)
-            with contextlib.suppress(DuplicateMessage):
-                await self._runner.deliver(run, event, inbox=event.message_id)
-            return await self.store.load(saga_id)
-        run = await self._take(record)
-        try:
-            moved = await self._runner.deliver(run, event, inbox=event.message_id,
-                                               error=_reason(event))
-        except DuplicateMessage:
-            await self.store.release(self.owner, [saga_id])
-            _log.info("saga.duplicate_event", saga_id=saga_id, message_id=event.message_id)
-            return await self.store.load(saga_id)
-        except BaseException:
-            await self.store.release(self.owner, [saga_id])
-            raise
-        # unchanged state: a step or compensation in it may have been cut off by a dead process
-        return await self._drive(run, resumed=not moved)
-
-    async def _loaded(self, saga_id: str, event: Event) -> SagaRecord:
-        """The saga an event is for, refused before any claim if it cannot take it here."""
-        try:
-            record = await self.store.load(saga_id)
-        except SagaNotFound:
-            raise UndeliverableEvent(
-                f"event {event.type!r} (message {event.message_id}) is for saga {saga_id!r}, "
-                "which does not exist", saga_id=saga_id) from None
-        self.definition(record)  # SagaNotRegistered: another type's saga is never seized
-        return record
+        return await orchestrator_events.send(self, saga_id, event, payload,
+                                              message_id=message_id)
 
     # -- operating ---------------------------------------------------------------------
 
@@ -403,36 +381,10 @@ class Orchestrator:
         self, *, concurrency: int = 64, batch: int = 500,
         progress: Callable[[int], None] | None = None,
     ) -> RecoveryReport:
-        """Finish every unfinished saga of a registered definition; report the others."""
-        recovered: builtins.list[SagaRecord] = []
-        gate = asyncio.Semaphore(concurrency)
-        definitions = list(self._definitions)
-
-        async def one(rec: SagaRecord) -> None:
-            async with gate:
-                recovered.append(await self._drive(SagaRun(self.definition(rec), rec),
-                                                   resumed=True))
-                if progress is not None:
-                    progress(len(recovered))
-
-        while True:
-            claimed = await self.store.claim(self.owner, now=store_time(self.clock),
-                                             lease=self.lease, limit=batch,
-                                             definitions=definitions)
-            if not claimed:
-                break
-            await asyncio.gather(*(one(rec) for rec in claimed))
-        unregistered = []
-        for found in await reader(self.store).count_by_definition():  # never one per saga
-            if (found.name, found.version) not in self._definitions:
-                known = [v for (n, v) in self._definitions if n == found.name]
-                unregistered.append(
-                    f"{found.count} unfinished saga(s) of {found.name} version "
-                    f"{found.version}, which is not registered (registered: "
-                    f"{', '.join(known) or 'none'})")
-        for line in unregistered:
-            _log.warning("saga.unregistered_version", detail=line)
-        return RecoveryReport(tuple(recovered), tuple(unregistered))
+        """Finish every unfinished saga of a registered definition; report the others (of
+        other versions, and any one that could not go on: the rest still do)."""
+        return await orchestrator_many.recover(self, concurrency=concurrency, batch=batch,
+                                               progress=progress)
 
     async def work(
         self, *, concurrency: int = 16, poll: float = 0.5, stop: asyncio.Event | None = None,
@@ -442,49 +394,5 @@ class Orchestrator:
         Sagas are leased, so any number of workers can share one store. On `stop`, each
         saga in flight finishes its current step, then its lease is released.
         """
-        stop = stop if stop is not None else asyncio.Event()
-        running: set[asyncio.Task[Any]] = set()
-        driven = 0
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while not stop.is_set():
-                claimed: builtins.list[SagaRecord] = []
-                free = concurrency - len(running)
-                if free > 0:
-                    try:
-                        claimed = await self.store.claim(
-                            self.owner, now=store_time(self.clock), lease=self.lease, limit=free,
-                            definitions=list(self._definitions))
-                    except StoreError:  # a database hiccup must not kill the worker
-                        _log.warning("saga.claim_failed", exc_info=True)
-                for rec in claimed:
-                    task = asyncio.ensure_future(self._work_one(rec))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                    driven += 1
-                # nothing more to claim now, or no free slot: wait for either to change
-                await asyncio.wait({stopping, *running}, timeout=poll,
-                                   return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            self._runner.stopping = True
-            try:
-                if running:
-                    await asyncio.wait(running)
-            finally:
-                self._runner.stopping = False
-        return driven
-
-    async def _work_one(self, record: SagaRecord) -> None:
-        try:
-            await self._drive(SagaRun(self.definition(record), record), resumed=True)
-        except SagaConflict as exc:  # its lease expired and another worker took it over
-            _log.warning("saga.lost_lease", saga_id=record.saga_id, error=str(exc))
-        except Exception:
-            _log.exception("saga.worker_error", saga_id=record.saga_id)
-
-
-def _reason(event: Event) -> str | None:
-    """A failure event's reason (`payload["reason"]` or `["error"]`), for the saga's error."""
-    reason = event.payload.get("reason", event.payload.get("error"))
-    return None if reason is None else f"{event.type}: {reason}"
+        return await orchestrator_many.work(self, concurrency=concurrency, poll=poll,
+                                            stop=stop)

@@ -30,9 +30,11 @@ class SagaRun:
         "interruptible",
         "lock",
         "log",
+        "lost",
         "outbox",
         "pending",
         "pos",
+        "queued",
         "results",
         "revision",
         "saga_id",
@@ -60,6 +62,8 @@ class SagaRun:
         self.interruptible = False
         self.outbox: list[Any] = []  # messages published for the next commit
         self.lock: asyncio.Lock | None = None  # while a group's branches commit one by one
+        self.lost = False  # its lease was found lost: this process stops driving it
+        self.queued = 0  # outside events queued for it (the store said, at the last commit)
         self.log: Any = _log.bind(saga_id=record.saga_id, saga=definition.name)
         self.pos = kernel.replay(self.graph, self.history)._replace(error=record.error)
         self.state = self.pos.state  # the same as pos.state: read on every turn of the loop

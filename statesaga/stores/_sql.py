@@ -155,17 +155,22 @@ class Dialect:
 
     def claimable(self, columns: str, *, now: float | None, limit: int,
                   definitions: Sequence[tuple[str, str]] | None, saga_id: str | None,
-                  lock: str = "") -> tuple[str, list[Any]]:
-        """The query for the sagas `claim` may take, oldest first, and its parameters."""
+                  owner: str, lock: str = "") -> tuple[str, list[Any]]:
+        """The query for the sagas `claim` may take, oldest first, and its parameters.
+
+        A batch claim never takes a saga `owner` holds, even past its lease: it runs there
+        (a process paused or slowed renews it when it goes on; another one may take it)."""
         params: list[Any] = [now, limit]
         if saga_id is not None:  # one saga, by an operator: waiting or stuck is fine
             params.append(saga_id)
             where = "saga_id = $3 AND status NOT IN ('completed', 'compensated')"
         elif definitions is not None:
-            params.append(json.dumps([list(pair) for pair in definitions]))
-            where = f"{CLAIMABLE} AND (name, version) IN ({{pairs}}($3))"
+            params += [json.dumps([list(pair) for pair in definitions]), owner]
+            where = (f"{CLAIMABLE} AND (name, version) IN ({{pairs}}($3)) AND (owner IS NULL "
+                     "OR owner <> $4)")
         else:
-            where = CLAIMABLE
+            params.append(owner)
+            where = f"{CLAIMABLE} AND (owner IS NULL OR owner <> $3)"
         return self(f"SELECT {columns} FROM {{s}}sagas WHERE {where} AND (owner IS NULL OR "
                     f"lease_until IS NULL OR lease_until <= {now_sql(1)}) ORDER BY created_at, "
                     f"{{n}} LIMIT $2{lock}"), params

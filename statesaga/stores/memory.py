@@ -244,7 +244,8 @@ class InMemoryStore(Opened):
                     continue
             elif row.status not in _UNFINISHED or (row.waiting and not row.events and not (
                     row.wake_at is not None and row.wake_at <= now)) or (
-                    wanted is not None and (row.record.name, row.record.version) not in wanted):
+                    wanted is not None and (row.record.name, row.record.version) not in wanted
+                    ) or row.owner == owner:  # a batch claim leaves its own sagas alone
                 continue
             if row.owner is not None and row.lease_until is not None and row.lease_until > now:
                 continue

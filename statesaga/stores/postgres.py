@@ -210,7 +210,7 @@ class PostgresStore(PgConnections, _reads_sql.SQLReads):
     ) -> builtins.list[SagaRecord]:
         candidates, params = self._d.claimable(
             "saga_id, status", now=now, limit=limit, definitions=definitions, saga_id=saga_id,
-            lock=" FOR UPDATE SKIP LOCKED")
+            owner=owner, lock=" FOR UPDATE SKIP LOCKED")
         until = f"{_sql.now_sql(1)} + ${len(params) + 2}"
         sql = self._d(CLAIM.replace("{candidates}", candidates).replace(
             "{owner}", f"${len(params) + 1}").replace("{until}", until))

@@ -135,7 +135,7 @@ class SQLiteStore(SQLiteFile, _reads_sql.SQLReads):
     ) -> builtins.list[SagaRecord]:
         now = clock(now)
         sql, params = SQLITE.claimable(_sql.SAGA, now=now, limit=limit,
-                                       definitions=definitions, saga_id=saga_id)
+                                       definitions=definitions, saga_id=saga_id, owner=owner)
 
         def write(conn: sqlite3.Connection) -> tuple[builtins.list[SagaRecord], int]:
             rows = conn.execute(sql, params).fetchall()
