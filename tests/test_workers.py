@@ -49,11 +49,12 @@ def child_env(url: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "STATESAGA_TEST_LEDGER": url}
 
 
-async def worker(url: str, log: Path) -> asyncio.subprocess.Process:
+async def worker(url: str, log: Path, *, machine: str = "worker_sagas:saga",
+                 lease: float = LEASE) -> asyncio.subprocess.Process:
     with log.open("wb") as out:  # a file, not a pipe: a full pipe would stall the worker
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "statesaga.cli", "--store", url, "worker",
-            "worker_sagas:saga", "--poll", "0.05", "--concurrency", "8", "--lease", str(LEASE),
+            machine, "--poll", "0.05", "--concurrency", "8", "--lease", str(lease),
             env=child_env(url),
             stdout=out, stderr=asyncio.subprocess.STDOUT)
 
