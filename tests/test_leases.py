@@ -43,10 +43,10 @@ async def test_an_event_for_a_saga_another_worker_runs_is_queued_and_applied_whe
     a = Orchestrator(store=SQLiteStore(tmp_path / "s.db"), owner="a")
     b = Orchestrator(store=SQLiteStore(tmp_path / "s.db"), owner="b", sagas=[machine])
     running = asyncio.ensure_future(a.run(machine, saga_id="q1"))
-    while not calls:
+    while not calls:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     sending = asyncio.ensure_future(b.send("q1", "approved", message_id="m-1"))
-    while not await b.store.queued_events("q1"):  # b found a's lease live: it queued it
+    while not await b.store.queued_events("q1"):  # noqa: ASYNC110 (it queued it)
         await asyncio.sleep(0.01)
     gate.set()  # a's step ends; a applies the queued event once its saga waits
     record = await asyncio.wait_for(sending, 30)
@@ -66,7 +66,7 @@ async def test_a_worker_whose_lease_was_taken_stops_at_once_and_writes_nothing(
     machine = approval(gate, calls)
     a = Orchestrator(store=SQLiteStore(tmp_path / "s.db"), owner="a", lease=0.3)
     running = asyncio.ensure_future(a.run(machine, saga_id="l1"))
-    while not calls:
+    while not calls:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     other = SQLiteStore(tmp_path / "s.db")  # a's lease lapses (a paused process, say) ...
     (taken,) = await other.claim("b", now=time.time() + 60, lease=600, limit=1, saga_id="l1")
