@@ -141,10 +141,10 @@ class SagaStateMachine:
 
     @overload
     def step(
-        self, arg: str, action: Callback | None = None, /, *,
+        self, arg: str, action: Callback | SagaStateMachine | None = None, /, *,
         compensation: Callback | None = None, retry: Retry | None = None,
         compensation_retry: Retry | None = None, timeout: float | None = None,
-        name: str | None = None,
+        name: str | None = None, data: Callable[[StepContext], Any] | None = None,
     ) -> StepHandle: ...
 
     @overload
@@ -152,19 +152,21 @@ class SagaStateMachine:
         self, arg: None = None, /, *, compensation: Callback | None = None,
         retry: Retry | None = None, compensation_retry: Retry | None = None,
         timeout: float | None = None, name: str | None = None,
+        data: Callable[[StepContext], Any] | None = None,
     ) -> Callable[[Callback], StepHandle]: ...
 
     @overload
     def step(
-        self, arg: SagaStep | Callback, /, *, compensation: Callback | None = None,
-        retry: Retry | None = None, compensation_retry: Retry | None = None,
-        timeout: float | None = None, name: str | None = None,
+        self, arg: SagaStep | Callback | SagaStateMachine, /, *,
+        compensation: Callback | None = None, retry: Retry | None = None,
+        compensation_retry: Retry | None = None, timeout: float | None = None,
+        name: str | None = None, data: Callable[[StepContext], Any] | None = None,
     ) -> StepHandle: ...
 
     def step(
         self,
-        arg: str | SagaStep | Callback | None = None,
-        action: Callback | None = None,
+        arg: str | SagaStep | Callback | SagaStateMachine | None = None,
+        action: Callback | SagaStateMachine | None = None,
         /,
         *,
         compensation: Callback | None = None,
@@ -172,6 +174,7 @@ class SagaStateMachine:
         compensation_retry: Retry | None = None,
         timeout: float | None = None,
         name: str | None = None,
+        data: Callable[[StepContext], Any] | None = None,
     ) -> Any:
         """Add a forward step: an action, its optional compensation, and their policies.
 
@@ -179,7 +182,13 @@ class SagaStateMachine:
         `@<step>.compensation` on its undo), `machine.step("name", action, compensation=undo)`,
         or `machine.step(SagaStep instance)`. Steps run in the order they are added.
         """
-        def add(step_name: str, func: Callback | None, undo: Callback | None) -> StepHandle:
+        def add(step_name: str, func: Callback | SagaStateMachine | None,
+                undo: Callback | None) -> StepHandle:
+            if isinstance(func, SagaStateMachine):  # a sub-saga: `data(ctx)` is its data
+                from .orchestrator_children import SubSaga
+
+                sub = SubSaga(func, data)
+                func, undo = sub, undo or sub.undo()
             return self._add_step(step_name, func, compensation=undo, retry=retry,
                                   compensation_retry=compensation_retry, timeout=timeout)
 
@@ -187,6 +196,8 @@ class SagaStateMachine:
             return lambda func: add(name or _name_of(func), func, compensation)
         if isinstance(arg, str):
             return add(name or arg, action, compensation)
+        if isinstance(arg, SagaStateMachine):
+            return add(name or arg.name, arg, compensation)
         if isinstance(arg, SagaStep):
             return add(name or snake_case(type(arg).__name__), arg.execute,
                        compensation or arg.compensate)

@@ -50,6 +50,10 @@ class SagaNotFound(SagaError, LookupError):
         )
 
 
+class OutcomeUnknown(SagaError):
+    """A step's action failed in a way that leaves its effect in doubt: it is undone too."""
+
+
 class SagaNotRegistered(SagaError, LookupError):
     """A saga ran under a definition (name and version) this process does not have."""
 

@@ -15,7 +15,7 @@ from typing import Any
 from . import branches, hooks, kernel, telemetry, writer
 from .clock import Clock
 from .codec import from_json, to_json
-from .exceptions import InvalidSagaData, SagaError, describe
+from .exceptions import InvalidSagaData, OutcomeUnknown, SagaError, describe
 from .graph import Edge
 from .hooks import HookFailed
 from .records import FAILED, TERMINALS, Kind, Trigger
@@ -304,8 +304,9 @@ class Runner:
             _uncancel()
             return _Outcome(clock.monotonic() - start, exc=exc, unknown=True,
                             error=f"aborted during attempt {ctx.attempt}: {run.abort}")
-        except Exception as exc:
-            return _Outcome(clock.monotonic() - start, exc=exc)
+        except Exception as exc:  # an OutcomeUnknown (a stuck sub-saga) may have happened
+            return _Outcome(clock.monotonic() - start, exc=exc,
+                            unknown=isinstance(exc, OutcomeUnknown))
         finally:
             if abortable:
                 run.interruptible = False

@@ -117,6 +117,8 @@ def decide(graph: Graph, pos: Position, event: str, edge: Edge | None = None,
         if event == Trigger.RETRY and pos.undo:
             return advance(graph, pos, event, Kind.RESUME, None, None)
         return None
+    if state == COMPLETED and event == Trigger.REVERT:  # undo a completed saga
+        return advance(graph, pos, event, Kind.FAILURE, None, error)
     if state in (COMPLETED, COMPENSATED) or state not in graph.defs:
         return None
     if event == Trigger.FAIL:

@@ -29,6 +29,7 @@ from .exceptions import (
 )
 from .execution import Runner
 from .logs import logger as _log
+from .orchestrator_children import CURRENT, SubSaga
 from .orchestrator_many import RecoveryReport
 from .records import TERMINALS, SagaRecord, SagaStatus, Trigger
 from .saga_run import SagaRun
@@ -83,6 +84,9 @@ class Orchestrator:
             machine.freeze("an Orchestrator")
             self._definitions[(machine.name, machine.version)] = machine
             self._registered.add(id(machine))
+            for d in machine.graph.defs.values():  # its sub-sagas are recovered here too
+                if isinstance(d.step.action, SubSaga):
+                    self.register(d.step.action.machine)
         return machine
 
     def definition(self, record: SagaRecord) -> SagaStateMachine:
@@ -206,9 +210,17 @@ class Orchestrator:
                 saga_id=record.saga_id, state=record.state)
         return SagaRun(machine, claimed[0])
 
+    async def _revert(self, record: SagaRecord) -> SagaRecord:
+        """Undo a completed saga along its mirror (a parent compensating its sub-saga)."""
+        run = SagaRun(self.definition(record), record)
+        await self._runner.fire(run, Trigger.REVERT,
+                                error="undone: the saga it is a step of is compensating")
+        return await self._drive(run)
+
     async def _drive(self, run: SagaRun, *, resumed: bool = False) -> SagaRecord:
         done: asyncio.Future[SagaRecord] = asyncio.get_running_loop().create_future()
         self._active[run.saga_id] = (run, done)
+        current = CURRENT.set(self)  # the sub-sagas of its steps run here
         task = asyncio.current_task()
         if task is not None:
             self._tasks[run.saga_id] = task
@@ -229,7 +241,9 @@ class Orchestrator:
             else:
                 await self.store.release(self.owner, [run.saga_id])  # a worker stopping
         except asyncio.CancelledError as exc:
-            if not run.lost:
+            if not run.lost:  # cancelled from outside: stop here, let others take it on
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.release(self.owner, [run.saga_id]))
                 raise
             error = self._lost(run)  # its lease was taken: this process stops, writes nothing
             done.set_exception(error)
@@ -243,6 +257,7 @@ class Orchestrator:
             done.exception()  # retrieved: a waiter may not exist
             raise
         finally:
+            CURRENT.reset(current)
             del self._active[run.saga_id]
             self._tasks.pop(run.saga_id, None)
         record = run.record()

@@ -45,6 +45,7 @@ class Trigger(enum.StrEnum):
     NO_ROUTE = "no_route"  # the action ran, no guarded transition out of it accepted it
     HOOK_FAILED = "hook_failed"  # the action ran, a hook of the move after it raised
     SENT = "sent"  # a compensating command went out: its state waits for the reply
+    REVERT = "revert"  # a completed saga is undone (a parent compensating its sub-saga)
 
 
 class SagaStatus(enum.Enum):
@@ -108,6 +109,8 @@ def classify(source: str | None, event: str, dest: str, reason: str | None) -> K
         return Kind.IGNORED
     if source == dest and event == Trigger.SUCCEED:
         return Kind.LANE
+    if source == COMPLETED and event == Trigger.REVERT:
+        return Kind.FAILURE
     if source in TERMINALS:
         return Kind.IGNORED
     if event in _UNDO_SOURCE:

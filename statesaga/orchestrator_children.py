@@ -1,0 +1,104 @@
+"""Sub-sagas: a step that runs another `SagaStateMachine` as a child saga.
+
+`machine.step("pay", payment, data=lambda ctx: {...})` runs `payment` as a saga of its own,
+`"<parent id>/pay"`, in the same store: durable, visible in `list` and `show`, driven by
+any worker. The parent's step waits for it; the child's results are the step's result.
+A child that compensated itself failed the step; a stuck child leaves the step's outcome
+unknown. Compensating the step compensates the child along its own mirror.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import LeaseHeld, OutcomeUnknown, SagaError, SagaNotFound
+from .records import SagaStatus
+
+if TYPE_CHECKING:
+    from .context import StepContext
+    from .definition import SagaStateMachine
+    from .orchestrator import Orchestrator
+    from .records import SagaRecord
+
+CURRENT: contextvars.ContextVar[Orchestrator] = contextvars.ContextVar("statesaga_orchestrator")
+WAIT = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # a child waiting for an event, or run elsewhere
+
+
+class ChildCompensated(SagaError):
+    """The child saga compensated itself: the parent's step did not happen."""
+
+
+class ChildStuck(OutcomeUnknown):
+    """The child saga is stuck: part of it may have happened; the parent's step is undone."""
+
+
+def child_id(ctx: StepContext) -> str:
+    return f"{ctx.saga_id}/{ctx.step}"
+
+
+class SubSaga:
+    """A step's action that runs `machine` as a child saga (`data(ctx)` its data)."""
+
+    def __init__(self, machine: SagaStateMachine,
+                 data: Callable[[StepContext], Any] | None = None) -> None:
+        self.machine = machine
+        self.data = data
+        self.__qualname__ = self.__name__ = f"subsaga.{machine.name}"  # for the version
+
+    async def __call__(self, ctx: StepContext) -> dict[str, Any]:
+        orch = CURRENT.get()
+        saga_id = child_id(ctx)
+        data = self.data(ctx) if self.data is not None else {}
+        record = await _finished(orch, self.machine, data, saga_id)
+        if record.status is SagaStatus.COMPLETED:
+            return dict(record.results)
+        if record.status is SagaStatus.COMPENSATED:
+            raise ChildCompensated(f"sub-saga {saga_id!r} compensated itself: {record.error}",
+                                   saga_id=saga_id)
+        raise ChildStuck(f"sub-saga {saga_id!r} is stuck: {record.error}", saga_id=saga_id)
+
+    def undo(self) -> Callable[[StepContext], Any]:
+        """The compensation of the step: the child walks back along its own mirror."""
+        async def revert(ctx: StepContext) -> None:
+            await _reverted(CURRENT.get(), child_id(ctx))
+
+        revert.__qualname__ = f"subsaga.{self.machine.name}.undo"
+        return revert
+
+
+async def _finished(orch: Orchestrator, machine: SagaStateMachine, data: Any,
+                    saga_id: str) -> SagaRecord:
+    """Run the child (or go on with it) until it ends, wherever it is driven."""
+    for turn in range(10**9):
+        try:
+            record = await orch.run(machine, data, saga_id=saga_id)
+        except LeaseHeld:  # another worker drives it right now
+            record = await orch.store.load(saga_id)
+        if record.is_terminal:
+            return record
+        await orch.clock.sleep(WAIT[min(turn, len(WAIT) - 1)])  # it waits for an event
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _reverted(orch: Orchestrator, saga_id: str) -> None:
+    """Compensate the child, whatever it got to: done, running, waiting; nothing if it never
+    started; `ChildStuck` while its own compensation is stuck (the parent's retries wait)."""
+    for turn in range(10**9):
+        try:
+            record = await orch.store.load(saga_id)
+        except SagaNotFound:
+            return  # it never started: nothing to undo
+        if record.status is SagaStatus.COMPENSATED:
+            return
+        if record.is_stuck:
+            raise ChildStuck(f"sub-saga {saga_id!r} is stuck compensating: {record.error}",
+                             saga_id=saga_id)
+        if record.status is SagaStatus.COMPLETED:
+            await orch._revert(record)
+        else:
+            with contextlib.suppress(SagaError):  # it ended meanwhile: look again
+                await orch.abort(saga_id, reason="its parent saga is compensating")
+        await orch.clock.sleep(WAIT[min(turn, len(WAIT) - 1)])

@@ -1,0 +1,81 @@
+"""Sub-sagas: a step that runs another machine as a child saga with its own record."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from statesaga import Orchestrator, SagaStatus, SagaStore, SQLiteStore, StepContext
+from statesaga.examples.order import build_order, order_services
+from statesaga.examples.payment import build_payment, payment_services
+
+
+def world() -> tuple[object, object, object]:
+    orders, payments = order_services(), payment_services()
+    return orders, payments, build_order(orders, build_payment(payments))
+
+
+async def test_the_child_runs_as_a_saga_of_its_own_and_its_results_are_the_steps(
+        saga_store: SagaStore) -> None:
+    _orders, _payments, order = world()
+    orch = Orchestrator(store=saga_store)
+    record = await orch.run(order, {"amount": 25, "sku": "book"}, saga_id="o-1")
+    child = await saga_store.load("o-1/pay")
+    assert (SagaStatus.COMPLETED, SagaStatus.COMPLETED) == (record.status, child.status)
+    assert dict(child.results) == record.results["pay"]
+    assert "payment" == child.name
+    assert {"o-1", "o-1/pay"} == {s.saga_id for s in await orch.list()}
+
+
+async def test_a_child_that_compensated_itself_failed_the_parents_step() -> None:
+    orders, payments, order = world()
+    payments.fail_at("update_inventory")  # type: ignore[attr-defined]
+    record = await Orchestrator().run(order, {"amount": 25, "sku": "book"}, saga_id="o-2")
+    assert SagaStatus.COMPENSATED is record.status
+    assert ("pay", "fail") == (record.history[2].step, record.history[2].event)
+    assert "sub-saga 'o-2/pay' compensated itself" in (record.error or "")
+    assert {} == orders.stock.effects  # type: ignore[attr-defined]
+
+
+async def test_a_parent_failing_later_compensates_the_completed_child_along_its_mirror(
+        saga_store: SagaStore) -> None:
+    orders, payments, order = world()
+    orders.fail_at("ship")  # type: ignore[attr-defined]
+    orch = Orchestrator(store=saga_store)
+    record = await orch.run(order, {"amount": 25, "sku": "book"}, saga_id="o-3")
+    child = await saga_store.load("o-3/pay")
+    assert (SagaStatus.COMPENSATED, SagaStatus.COMPENSATED) == (record.status, child.status)
+    back = next(i for i, t in enumerate(child.history) if t.event == "revert")
+    assert "completed" == child.history[back].source
+    assert ["compensating_update_inventory", "compensating_credit_merchant_account",
+            "compensating_debit_payment_account", "compensated"] == [
+        t.dest for t in child.history[back:]]
+    assert {} == payments.accounts.effects  # type: ignore[attr-defined]
+    assert {} == orders.stock.effects  # type: ignore[attr-defined]
+
+
+async def test_a_parent_whose_process_stopped_mid_child_is_finished_by_another(
+        tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    payment = build_payment(payment_services())
+    order = build_order(order_services(), payment)
+    first = Orchestrator(store=SQLiteStore(tmp_path / "s.db"), lease=0.5)
+    await first.start(order, {"amount": 5, "sku": "pen"}, saga_id="o-4")
+
+    async def stall(ctx: StepContext) -> None:  # the first process stops inside the child
+        await gate.wait()
+
+    running = asyncio.ensure_future(first.recover())
+    while (await first.store.load("o-4")).state != "pay":  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    running.cancel()  # the process is gone (its leases lapse)
+    await asyncio.gather(running, return_exceptions=True)
+    await first.store.close()
+    again = Orchestrator(store=SQLiteStore(tmp_path / "s.db"), sagas=[order])
+    await asyncio.sleep(0.6)
+    report = await again.recover()
+    assert {"o-4": SagaStatus.COMPLETED} == {
+        r.saga_id: r.status for r in report.recovered if r.saga_id == "o-4"}
+    assert SagaStatus.COMPLETED is (await again.store.load("o-4/pay")).status
+    await again.store.close()
+    del stall
