@@ -79,6 +79,8 @@ class _Instruments:
     def __init__(self, context: Any, metrics: Any, propagate: Any, trace: Any, *,
                  tracer_provider: Any = None, meter_provider: Any = None) -> None:
         self.context, self.propagate, self.trace = context, propagate, trace
+        self.own = tracer_provider is not None or meter_provider is not None
+        self._globals = (trace, getattr(metrics, "_internal", None))
         self.tracer = (tracer_provider or trace).get_tracer("statesaga")
         meter = (meter_provider or metrics).get_meter("statesaga")
         self.counters = {
@@ -101,6 +103,15 @@ class _Instruments:
             "statesaga.sagas", callbacks=[_observe_counts], unit="{saga}",
             description="Sagas in the store by status (as the console last read it)")
         self.observation = metrics.Observation
+
+
+    def idle(self) -> bool:
+        """Nothing can record: no provider given and none set globally yet (the API's own
+        globals, None until `set_tracer_provider` / `set_meter_provider`). Spans and metrics
+        would all be no-ops, so the hot path skips them; once one is set, they are made."""
+        trace, metrics = self._globals
+        return not self.own and getattr(trace, "_TRACER_PROVIDER", True) is None \
+            and getattr(metrics, "_METER_PROVIDER", True) is None
 
 
 class _Span:
@@ -128,7 +139,7 @@ class _Span:
 def saga_span(name: str, saga_id: str | None) -> Any:
     """The span `saga <name>` around driving one saga (none if one for it is already open)."""
     api = _api()
-    if api is None or (saga_id is not None and _saga.get() == saga_id):
+    if api is None or api.idle() or (saga_id is not None and _saga.get() == saga_id):
         return NULL
     return _SagaSpan(api, name, saga_id)
 
@@ -164,7 +175,7 @@ def named(span: Any, saga_id: str) -> None:
 def attempt_span(compensation: bool, saga: str, saga_id: str, step: str, attempt: int) -> Any:
     """The span of one attempt: `step <step>` or `compensate <step>`; call `.outcome(...)`."""
     api = _api()
-    if api is None:
+    if api is None or api.idle():
         return NULL
     return _AttemptSpan(api, compensation, saga, saga_id, step, attempt)
 

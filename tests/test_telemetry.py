@@ -195,3 +195,27 @@ async def test_rabbitmq_carries_the_trace_headers(rabbitmq_url: str) -> None:
     finally:
         await bus.delete_everything()
     assert headers == dict(received.headers)
+
+
+def test_spans_start_once_an_application_sets_its_provider_after_sagas_ran() -> None:
+    code = """
+import asyncio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from statesaga import Orchestrator, telemetry
+from statesaga.examples.trip import build_trip, trip_services
+orch = Orchestrator()
+asyncio.run(orch.run(build_trip(trip_services()), {}))  # nothing set: no-ops, skipped
+assert telemetry.attempt_span(False, 'x', 'y', 's', 1) is telemetry.NULL
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+asyncio.run(orch.run(build_trip(trip_services()), {}))
+print(sorted({s.name.split()[0] for s in exporter.get_finished_spans()}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    assert "['saga', 'step']" == out
