@@ -241,9 +241,7 @@ class Orchestrator:
             else:
                 await self.store.release(self.owner, [run.saga_id])  # a worker stopping
         except asyncio.CancelledError as exc:
-            if not run.lost:  # cancelled from outside: stop here, let others take it on
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.store.release(self.owner, [run.saga_id]))
+            if not run.lost:
                 raise
             error = self._lost(run)  # its lease was taken: this process stops, writes nothing
             done.set_exception(error)
