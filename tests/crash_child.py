@@ -31,6 +31,7 @@ import sys
 import time
 from typing import Any
 
+import children_shape
 import ledger
 import structlog
 
@@ -39,7 +40,9 @@ from statesaga.stores.urls import open_store
 from statesaga.testing.explore import CrashingStore
 
 LEASE = float(os.environ.get("CRASH_LEASE", "0.5"))
-MACHINE = ledger.build_machine("crash", parallel=os.environ.get("CRASH_SHAPE") == "parallel")
+SHAPE = os.environ.get("CRASH_SHAPE")
+MACHINE = children_shape.build_parent() if SHAPE == "child" else ledger.build_machine(
+    "crash", parallel=SHAPE == "parallel")
 UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 
 
