@@ -9,6 +9,7 @@ unknown. Compensating the step compensates the child along its own mirror.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 from collections.abc import Callable
@@ -52,7 +53,12 @@ class SubSaga:
         orch = CURRENT.get()
         saga_id = child_id(ctx)
         data = self.data(ctx) if self.data is not None else {}
-        record = await _finished(orch, self.machine, data, saga_id)
+        try:
+            record = await _finished(orch, self.machine, data, saga_id)
+        except asyncio.CancelledError:  # the parent's step stops (abort, deadline, lease lost):
+            with contextlib.suppress(Exception):  # the child's revert may take it at once
+                await asyncio.shield(orch.store.release(orch.owner, [saga_id]))
+            raise
         if record.status is SagaStatus.COMPLETED:
             return dict(record.results)
         if record.status is SagaStatus.COMPENSATED:

@@ -102,3 +102,34 @@ async def test_a_parent_whose_process_stopped_mid_child_is_finished_by_another(
     child = await again.store.load("o-4/pay")
     assert SagaStatus.COMPLETED is child.status
     assert len(charges) == 1  # the child's step ran once, in the second process
+
+
+async def test_aborting_a_parent_while_its_child_runs_compensates_the_child_at_once() -> None:
+    undone: list[str] = []
+
+    async def charge(ctx: StepContext) -> None:
+        await asyncio.Event().wait()  # a slow payment provider
+
+    async def refund(ctx: StepContext) -> None:
+        undone.append(ctx.saga_id)
+
+    payment = SagaStateMachine("payment")
+    payment.step("charge", charge, compensation=refund)
+    order = SagaStateMachine("order")
+    order.step("pay", payment)
+    orch = Orchestrator(lease=3600)  # nothing may wait for a lease to lapse
+    running = asyncio.ensure_future(orch.run(order, saga_id="o-5"))
+    while True:
+        try:
+            if (await orch.store.load("o-5/pay")).state == "charge":
+                break
+        except SagaNotFound:
+            pass
+        await asyncio.sleep(0.01)
+
+    record = await asyncio.wait_for(orch.abort("o-5", reason="customer left"), 10)
+
+    assert SagaStatus.COMPENSATED is record.status
+    assert SagaStatus.COMPENSATED is (await orch.store.load("o-5/pay")).status
+    assert ["o-5/pay"] == undone  # the charge's outcome was unknown: refunded too
+    assert SagaStatus.COMPENSATED is (await running).status
