@@ -162,11 +162,11 @@ def _histories(records: Sequence[SagaRecord], problems: Sequence[str]) -> str:
             if c.saga_id == r.saga_id) for r in records if r.saga_id in bad)
 
 
-async def test_a_process_killed_at_any_write_with_branches_in_flight_is_finished_by_another(
-        store_url: str) -> None:
-    await new_ledger(store_url)
-    sagas = [("ok-clean", {"delay": 0.02}), ("fail-clean", {"fail_at": "c", "delay": 0.02})]
-    code, out = await finish(await child(store_url, "run", sagas, CRASH_SHAPE="parallel"))
+async def crash_at_every_write(url: str, sagas: Sequence[tuple[str, dict[str, Any]]],
+                               shape: str) -> None:
+    """Run `sagas` cleanly, then again (ids tagged) in a process killed before and after
+    each of the store writes the clean run took, `PARALLEL` processes at a time."""
+    code, out = await finish(await child(url, "run", sagas, CRASH_SHAPE=shape))
     assert 0 == code, out
     points = [(n, when) for n in range(1, sum(json.loads(out)) + 1)
               for when in ("before", "after")]
@@ -175,11 +175,18 @@ async def test_a_process_killed_at_any_write_with_branches_in_flight_is_finished
     async def crash(n: int, when: str) -> None:
         async with gate:
             tagged = [(f"{saga_id}-{when}-{n}", data) for saga_id, data in sagas]
-            code, out = await finish(await child(store_url, "run", tagged, CRASH_AT=str(n),
-                                                 CRASH_WHEN=when, CRASH_SHAPE="parallel"))
+            code, out = await finish(await child(url, "run", tagged, CRASH_AT=str(n),
+                                                 CRASH_WHEN=when, CRASH_SHAPE=shape))
             assert KILLED == code, out
 
     await asyncio.gather(*(crash(n, when) for n, when in points))
+
+
+async def test_a_process_killed_at_any_write_with_branches_in_flight_is_finished_by_another(
+        store_url: str) -> None:
+    await new_ledger(store_url)
+    sagas = [("ok-clean", {"delay": 0.02}), ("fail-clean", {"fail_at": "c", "delay": 0.02})]
+    await crash_at_every_write(store_url, sagas, "parallel")
     records, problems = await recover_and_look(store_url, CRASH_SHAPE="parallel")
 
     assert [] == problems, _histories(records, problems)
