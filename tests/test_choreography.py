@@ -311,4 +311,5 @@ async def test_the_choreographys_commands_carry_the_sagas_fence() -> None:
     await h.pump()
     fences = [e.payload["fence"] for e in h.sent if e.type.startswith(("Book", "Charge"))]
     assert 3 == len(fences)
-    assert fences == sorted(fences) and 1 <= fences[0]
+    assert sorted(fences) == fences
+    assert 1 <= fences[0]
