@@ -38,9 +38,17 @@ def _time(stamp: str) -> float:
 
 
 def outputs(book: Any) -> list[list[tuple[str, ...]]]:
-    """Per code cell, what it shows: each output's type and formats."""
-    return [[(o.output_type, *sorted(o.get("data", {})), o.get("name", ""))
-             for o in c.outputs] for c in book.cells if c.cell_type == "code"]
+    """Per code cell, what it shows: each output's type and formats (a stream once, however
+    the kernel happened to split it)."""
+    shown: list[list[tuple[str, ...]]] = []
+    for cell in (c for c in book.cells if c.cell_type == "code"):
+        kinds: list[tuple[str, ...]] = []
+        for o in cell.outputs:
+            kind = (o.output_type, *sorted(o.get("data", {})), o.get("name", ""))
+            if not (kinds and kind == kinds[-1] and o.output_type == "stream"):
+                kinds.append(kind)
+        shown.append(kinds)
+    return shown
 
 
 def texts(book: Any) -> list[str]:
