@@ -139,3 +139,21 @@ async def test_the_orchestrator_passes_a_growing_fence_the_fake_accepts() -> Non
     saga.step("book", book)
     record = await Orchestrator().run(saga, saga_id="f1")
     assert (SagaStatus.COMPLETED, {"f1:book": 1}) == (record.status, flights.fences)
+
+
+async def test_a_saga_taken_over_by_another_worker_calls_with_the_next_fence() -> None:
+    flights = FakeService("flights")
+    saga = SagaStateMachine("taken_over")
+
+    async def book(ctx: StepContext) -> None:
+        await flights.do("reserve", ctx.idempotency_key, fence=ctx.fence)
+
+    saga.step("book", book)
+    store = InMemoryStore()
+    await Orchestrator(store=store).start(saga, saga_id="t1")  # fence 1: left to workers
+    await flights.do("reserve", "t1:book", fence=1)  # as if a first worker had called
+    report = await Orchestrator(store=store, sagas=[saga]).recover()  # claims: fence 2
+    assert [SagaStatus.COMPLETED] == [r.status for r in report.recovered]
+    assert ({"t1:book": 2}, []) == (flights.fences, flights.refused)
+    with pytest.raises(StaleCall):
+        await flights.do("reserve", "t1:book", fence=1)  # the first worker, late
