@@ -71,3 +71,12 @@ def test_every_public_name_is_documented_in_the_readme() -> None:
 def test_the_pytest_plugin_examples_run_in_strict_and_in_auto_mode() -> None:
     modes = [TEST_MODULE.fullmatch(code.splitlines()[0]) for _, code in BLOCKS]
     assert {"", " -o asyncio_mode=auto"} <= {m[2] for m in modes if m}
+
+
+def test_the_contents_link_to_sections_that_exist() -> None:
+    text = README.read_text()
+    slugs = {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+             for title in re.findall(r"^#{2,3} (.+)$", text, re.M)}
+    links = re.findall(r"\]\(#([\w\-]+)\)", text)
+    assert len(links) > 10
+    assert [] == [link for link in links if link not in slugs]
