@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 COVERAGE_MIN ?= 95
 
-.PHONY: demo test lint typecheck bench diagrams install dev system browser clean
+.PHONY: demo test lint typecheck bench diagrams notebooks install dev system browser clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench: dev
 
 diagrams: dev
 	$(BIN)/python -m statesaga.diagrams diagrams
+
+# The notebooks are stored executed (readers see the drawings); run them again and store.
+notebooks: dev
+	$(BIN)/python tests/test_notebooks.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .coverage .pytest_cache .mypy_cache .ruff_cache

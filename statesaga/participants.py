@@ -4,14 +4,17 @@ A participant keeps its state per saga in the saga store's database; handling on
 (its new state, the command's message id in the inbox, its replies in the outbox) is one
 transaction, so a redelivered command is applied once. A command found in the inbox is not
 handled again: the handler's code runs once per message, unless two copies arrive at once.
+
+The replies leave through the outbox of the participant's store: something must relay it
+(the saga's relay when the participant shares the saga's store, its own otherwise). A
+participant whose replies still wait there `unsent_warning` seconds later says so, once: the
+sagas waiting for those replies would otherwise wait forever, with no error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -25,23 +28,23 @@ from .stores.base import ParticipantStore
 
 Reply = Event | Sequence[Event] | None
 CommandHandler = Callable[[Event, dict[str, Any]], Reply | Awaitable[Reply]]
+UNSENT_WARNING = 30.0
+"""Seconds a participant's replies may wait in its store's outbox before it warns."""
 
 
 class Participant:
     """A service in a choreography. Handlers get `(command, state)`, change `state` (a dict
-    kept for this saga) in place, and return the reply event(s).
-
-    Replies are written to the store's outbox with the state, and reach the bus only through
-    a relay of that store: `serve` runs one. When replies wait longer than `warn_unsent`
-    seconds, a warning says so (the sagas waiting for them would wait forever)."""
+    kept for this saga) in place, and return the reply event(s)."""
 
     def __init__(self, name: str, store: ParticipantStore, *,
-                 warn_unsent: float = 10.0) -> None:
+                 unsent_warning: float | None = UNSENT_WARNING) -> None:
         self.name = name
         self.store = store
         self.handlers: dict[str, tuple[CommandHandler, tuple[str, ...]]] = {}
-        self.warn_unsent = warn_unsent
-        self._watch: asyncio.Task[None] | None = None
+        self.unsent_warning = unsent_warning  # None: never warn
+        self._timer: asyncio.TimerHandle | None = None
+        self._checking: asyncio.Task[None] | None = None
+        self._warned = False
 
     def on(self, command: str, *, emits: Sequence[str] = ()
            ) -> Callable[[CommandHandler], CommandHandler]:
@@ -86,27 +89,47 @@ class Participant:
         if not applied:
             _log.info("participant.duplicate", participant=self.name, type=command.type,
                       message_id=command.message_id)
-        elif replies and (self._watch is None or self._watch.done()):
-            self._watch = asyncio.ensure_future(self._unsent_after(self.warn_unsent))
+        elif replies:
+            self._watch_outbox(min(r.timestamp for r in replies))
         return applied
 
-    async def _unsent_after(self, wait: float) -> None:
-        """Warn if replies written `wait` seconds ago (or before) are still in the outbox."""
-        await asyncio.sleep(wait)
-        stats = getattr(self.store, "outbox_stats", None)
-        if stats is None:
+    def _watch_outbox(self, written: float) -> None:
+        """Look at the outbox `unsent_warning` s after replies written at `written` (epoch s).
+
+        A timer, not a sleeping task: a loop that closes before it fires drops it quietly.
+        """
+        if self.unsent_warning is None or self._warned or self._timer is not None:
             return
-        with contextlib.suppress(Exception):  # a warning only: never fail the participant
-            found = await stats()
-            oldest = found.oldest_unsent_at
-            if oldest is not None and time.time() - oldest.timestamp() >= wait:
-                _log.warning(
-                    "participant.replies_unsent", participant=self.name, unsent=found.unsent,
-                    waited_s=round(time.time() - oldest.timestamp(), 1),
-                    fix="nothing relays this participant's store: run "
-                        "`await participant.serve(bus, stop)`, or a relay "
-                        "(`Choreography(Orchestrator(store=its_store), bus).relay(stop=stop)`); "
-                        "the sagas waiting for these replies wait until then")
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            self._timer = None
+            self._checking = loop.create_task(self._warn_if_unsent(written))
+
+        self._timer = loop.call_later(self.unsent_warning, check)
+
+    async def _warn_if_unsent(self, written: float) -> None:
+        stats = getattr(self.store, "outbox_stats", None)
+        if stats is None:  # a store that cannot say: nothing to warn about
+            return
+        try:
+            backlog = await stats()
+        except Exception:  # a store that cannot say now: its own errors show elsewhere
+            return
+        oldest = backlog.oldest_unsent_at
+        assert self.unsent_warning is not None
+        # Still unsent half the period after these replies were written: nothing relays
+        # (a relay at work sends within its poll). The margin covers the store's clock.
+        if backlog.unsent and (
+                oldest is None or oldest.timestamp() < written + self.unsent_warning / 2):
+            self._warned = True
+            _log.warning(
+                "participant.replies_unsent", participant=self.name, unsent=backlog.unsent,
+                fix=f"participant {self.name!r}'s replies have waited over "
+                    f"{self.unsent_warning:g}s in its store's outbox: run a relay on that "
+                    "store (`await participant.serve(bus, stop)`, or "
+                    "`Choreography(Orchestrator(store=...), bus).relay()`), "
+                    "or the sagas waiting for them wait forever")
 
     async def serve(self, bus: EventBus, stop: asyncio.Event, *, poll: float = 0.05) -> None:
         """Until `stop`: handle this participant's commands from `bus`, and relay its replies
@@ -117,11 +140,7 @@ class Participant:
 
         await self.listen(bus)
         relay = Choreography(Orchestrator(store=self.store), bus)  # type: ignore[arg-type]
-        try:
-            await relay.relay(poll=poll, stop=stop)
-        finally:
-            if self._watch is not None:  # its relay ran: nothing to warn about
-                self._watch.cancel()
+        await relay.relay(poll=poll, stop=stop)
 
     async def listen(self, bus: EventBus) -> None:
         """Subscribe to every command this participant handles (one group per participant)."""

@@ -36,7 +36,8 @@ def build_order(services: ExampleServices | None = None,
         name, op, _ = STEPS[step]
 
         async def run(ctx: StepContext) -> dict[str, Any]:
-            await svc.services[name].do(op, ctx.idempotency_key, ctx.data.get("sku", ""))
+            await svc.services[name].do(op, ctx.idempotency_key, ctx.data.get("sku", ""),
+                                        fence=ctx.fence)
             return {op: ctx.data.get("sku", "")}
 
         run.__qualname__ = f"build_order.{step}"
@@ -47,7 +48,7 @@ def build_order(services: ExampleServices | None = None,
         assert op is not None
 
         async def run(ctx: StepContext) -> None:
-            await svc.services[name].undo(op, ctx.idempotency_key)
+            await svc.services[name].undo(op, ctx.idempotency_key, fence=ctx.fence)
 
         run.__qualname__ = f"build_order.undo_{step}"
         return run

@@ -31,11 +31,13 @@ def parallel_trip_services() -> ExampleServices:
 def _calls(service: FakeService, op: str, undo: str, field: str) -> tuple[Any, Any]:
     """An action doing `op` once under the step's idempotency key, and its undo."""
     async def action(ctx: StepContext) -> dict[str, Any]:
-        done = await service.do(op, ctx.idempotency_key, ctx.data.get(field, field))
+        done = await service.do(op, ctx.idempotency_key, ctx.data.get(field, field),
+                                fence=ctx.fence)
         return {"key": ctx.idempotency_key, field: done}
 
     async def compensation(ctx: StepContext) -> None:
-        await service.undo(undo, ctx.idempotency_key)  # by key: a cancelled branch too
+        await service.undo(undo, ctx.idempotency_key,  # by key: a cancelled branch too
+                           fence=ctx.fence)
 
     return action, compensation
 

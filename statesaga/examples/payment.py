@@ -35,7 +35,7 @@ def build_payment(services: ExampleServices | None = None) -> SagaStateMachine:
 
         async def run(ctx: StepContext) -> dict[str, Any]:
             value = ctx.data.get("amount", 10) if name != "inventory" else ctx.data.get("sku", "")
-            await svc.services[name].do(op, ctx.idempotency_key, value)
+            await svc.services[name].do(op, ctx.idempotency_key, value, fence=ctx.fence)
             return {op: value}
 
         run.__qualname__ = f"build_payment.{step}"
@@ -46,7 +46,7 @@ def build_payment(services: ExampleServices | None = None) -> SagaStateMachine:
         assert op is not None
 
         async def run(ctx: StepContext) -> None:
-            await svc.services[name].undo(op, ctx.idempotency_key)
+            await svc.services[name].undo(op, ctx.idempotency_key, fence=ctx.fence)
 
         run.__qualname__ = f"build_payment.undo_{step}"
         return run

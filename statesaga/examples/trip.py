@@ -35,11 +35,12 @@ class BookHotel(SagaStep):
         self.hotels = hotels
 
     async def execute(self, ctx: StepContext) -> dict[str, Any]:
-        room = await self.hotels.do("book", ctx.idempotency_key, ctx.data.get("hotel", "any"))
+        room = await self.hotels.do("book", ctx.idempotency_key, ctx.data.get("hotel", "any"),
+                                    fence=ctx.fence)
         return {"reservation": ctx.idempotency_key, "room": room}
 
     async def compensate(self, ctx: StepContext) -> None:
-        await self.hotels.undo("cancel", ctx.idempotency_key)
+        await self.hotels.undo("cancel", ctx.idempotency_key, fence=ctx.fence)
 
 
 def build_trip(services: ExampleServices | None = None) -> SagaStateMachine:
@@ -49,28 +50,31 @@ def build_trip(services: ExampleServices | None = None) -> SagaStateMachine:
 
     @trip.step(retry=Retry(attempts=3, backoff=0.01), timeout=5.0)
     async def book_flight(ctx: StepContext) -> dict[str, Any]:
-        seat = await svc.flights.do("reserve", ctx.idempotency_key, ctx.data.get("flight", "LH1"))
+        # the key makes a retry harmless; the fence makes a stalled worker's late call refused
+        seat = await svc.flights.do("reserve", ctx.idempotency_key,
+                                    ctx.data.get("flight", "LH1"), fence=ctx.fence)
         return {"booking_id": ctx.idempotency_key, "flight": seat}
 
     @book_flight.compensation
     async def cancel_flight(ctx: StepContext) -> None:
         # ctx.result is None when the booking's outcome is unknown: the key still finds it
-        await svc.flights.undo("cancel", ctx.idempotency_key)
+        await svc.flights.undo("cancel", ctx.idempotency_key, fence=ctx.fence)
 
     trip.step(BookHotel(svc.hotels))
 
     async def charge(ctx: StepContext) -> dict[str, Any]:
         amount = ctx.data.get("amount", 100)
-        await svc.payments.do("charge", ctx.idempotency_key, amount)
+        await svc.payments.do("charge", ctx.idempotency_key, amount, fence=ctx.fence)
         return {"charged": amount}
 
     async def refund(ctx: StepContext) -> None:
-        await svc.payments.undo("refund", ctx.idempotency_key)
+        await svc.payments.undo("refund", ctx.idempotency_key, fence=ctx.fence)
 
     trip.step("charge_payment", charge, compensation=refund)
 
     async def notify(ctx: StepContext) -> None:
-        await svc.notifications.do("send", ctx.idempotency_key, ctx.data.get("email", "guest"))
+        await svc.notifications.do("send", ctx.idempotency_key, ctx.data.get("email", "guest"),
+                                  fence=ctx.fence)
 
     trip.step("send_notification", notify)
     return trip

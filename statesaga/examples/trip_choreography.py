@@ -10,6 +10,12 @@
 A saga's data may say `{"fail_at": "hotel"}` (flight, hotel or payment) to make that
 participant refuse, and `{"fail_undo": "flight"}` to make it refuse to undo, for demos
 and tests.
+
+Each command carries the saga's fence. A participant drops, without a reply, a command
+with a lower fence than it has seen for the saga (sent by a worker that lost the saga to
+another), and an undo leaves a tombstone: a booking command arriving after its cancel is
+dropped too, so a late delivery never books what was already undone. (A reply to a stale
+command could only mislead the saga, which waits for the reply to its current one.)
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..choreography import command
+from ..context import StepContext
 from ..definition import SagaStateMachine
 from ..events import Event
 from ..participants import Participant
@@ -30,13 +37,29 @@ UNDONE = {"flight": ("FlightCancelled", "FlightCancelFailed"),
 STATES = {"flight": "booking_flight", "hotel": "booking_hotel", "payment": "charging_payment"}
 
 
+def fenced(ctx: StepContext) -> dict[str, Any]:
+    """A command's payload: the saga's data and its fence, for the participant to check."""
+    return {**ctx.data, "fence": ctx.fence}
+
+
+def stale(event: Event, state: dict[str, Any], *, undo: bool = False) -> bool:
+    """True if `event` comes too late: a lower fence than seen for this saga, or a booking
+    after its undo (the tombstone). Otherwise the participant remembers its fence."""
+    fence = event.payload.get("fence", 0)
+    if fence < state.get("fence", 0) or (state.get("undone") and not undo):
+        return True
+    state["fence"] = fence
+    return False
+
+
 def build_trip_choreography(*, timeout: float = 30.0) -> SagaStateMachine:
     """The saga's machine: each state sends its command and waits for the reply."""
     m = SagaStateMachine("trip_choreography")
     for service, do, _, _, undo in SERVICES:
         confirmed, refused = UNDONE[service]
-        m.add_state(STATES[service], on_enter=command(do), timeout=timeout,
-                    compensation=command(undo, confirmed_by=confirmed, failed_by=refused))
+        m.add_state(STATES[service], on_enter=command(do, fenced), timeout=timeout,
+                    compensation=command(undo, fenced, confirmed_by=confirmed,
+                                         failed_by=refused))
     nexts = [*STATES.values(), "completed"]
     for (service, _, done, failed, _), dest in zip(SERVICES, nexts[1:], strict=True):
         m.add_transition(STATES[service], dest, done)
@@ -51,17 +74,23 @@ def build_participants(store: Any) -> list[Participant]:
         p = Participant(f"{service}s", store)
 
         def book(event: Event, state: dict[str, Any], service: str = service,
-                 done: str = done, failed: str = failed) -> Event:
+                 done: str = done, failed: str = failed) -> Event | None:
+            if stale(event, state):
+                return None  # dropped: the saga waits for the reply to its current command
             if event.payload.get("fail_at") == service:
                 return Event(failed, {"reason": f"{service} refused (scripted)"})
             state["booked"] = True
             return Event(done, {service: "ok"})
 
-        def cancel(event: Event, state: dict[str, Any], service: str = service) -> Event:
+        def cancel(event: Event, state: dict[str, Any], service: str = service
+                   ) -> Event | None:
             confirmed, refused = UNDONE[service]
+            if stale(event, state, undo=True):
+                return None
             if event.payload.get("fail_undo") == service:
                 return Event(refused, {"reason": f"{service} cannot undo (scripted)"})
             state.pop("booked", None)
+            state["undone"] = True  # the tombstone: a late booking command is refused
             return Event(confirmed)
 
         p.on(do, emits=(done, failed))(book)

@@ -3,9 +3,10 @@
 from .asserts import assert_transitions
 from .clock import FakeClock
 from .explore import explore_failures
-from .fakes import FakeService, ServiceError
+from .fakes import FakeService, ServiceError, StaleCall
 from .report import FailureReport, ScenarioResult
 from .scenarios import InjectedFailure, SimulatedCrash
 
 __all__ = ["FailureReport", "FakeClock", "FakeService", "InjectedFailure", "ScenarioResult",
-           "ServiceError", "SimulatedCrash", "assert_transitions", "explore_failures"]
+           "ServiceError", "SimulatedCrash", "StaleCall", "assert_transitions",
+           "explore_failures"]
