@@ -12,6 +12,7 @@ from typing import Any
 
 from ..definition import SagaStateMachine
 from ..exceptions import SagaNotFound, UndeliverableEvent
+from ..logs import muted
 from ..orchestrator import Orchestrator
 from ..records import SagaRecord, Transition
 from ..stores.base import Commit, SagaStore, Signals
@@ -227,24 +228,25 @@ async def explore_failures(
     explorer = _Explorer(machine, data, store, setup, snapshot)
     results: list[ScenarioResult] = []
     explorer.happy_events, by_events = event_paths(machine, bound)
-    try:
-        happy, writes = await explorer.run(Scenario("happy path", "completed"), reopen)
-        results.append(happy)
-        reverse_writes = 0
-        if graph.lanes:
-            backwards, reverse_writes = await explorer.run(
-                Scenario(f"happy path{REVERSED}", "completed", reverse=True), reopen)
-            results.append(backwards)
-        scenarios: Sequence[Scenario] = [*plan(machine), *stall_plan(machine), *by_events]
-        if crashes:
-            scenarios = [*scenarios, *await _crash_scenarios(
-                explorer, writes, reverse_writes, reopen)]
-        for scenario in scenarios:
-            results.append((await explorer.run(scenario, reopen))[0])
-    finally:
-        await store.close()
-        if tmp is not None:
-            tmp.cleanup()
+    with muted():  # its failures are injected: the report tells, not the sagas' logs
+        try:
+            happy, writes = await explorer.run(Scenario("happy path", "completed"), reopen)
+            results.append(happy)
+            reverse_writes = 0
+            if graph.lanes:
+                backwards, reverse_writes = await explorer.run(
+                    Scenario(f"happy path{REVERSED}", "completed", reverse=True), reopen)
+                results.append(backwards)
+            scenarios: Sequence[Scenario] = [*plan(machine), *stall_plan(machine), *by_events]
+            if crashes:
+                scenarios = [*scenarios, *await _crash_scenarios(
+                    explorer, writes, reverse_writes, reopen)]
+            for scenario in scenarios:
+                results.append((await explorer.run(scenario, reopen))[0])
+        finally:
+            await store.close()
+            if tmp is not None:
+                tmp.cleanup()
     return FailureReport(machine.name, tuple(results), tuple(notes),
                          time.perf_counter() - started, bounds=_bounds(machine, crashes))
 
