@@ -9,10 +9,12 @@ expected outcome, and the event's `error` ("Type: message") says what happened.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -24,6 +26,7 @@ NAME = "statesaga"
 
 Method = Callable[..., None]
 _std = logging.getLogger(NAME)
+_muted: contextvars.ContextVar[bool] = contextvars.ContextVar("statesaga_muted", default=False)
 _is_configured = structlog.is_configured
 DEBUG, INFO, WARNING, ERROR, CRITICAL = (logging.DEBUG, logging.INFO, logging.WARNING,
                                          logging.ERROR, logging.CRITICAL)
@@ -72,6 +75,8 @@ class SagaLogger:
 
     def _method(self, level: int, name: str) -> Method:
         """The call that logs at `level`: the application's structlog, stdlib, or nothing."""
+        if _muted.get():
+            return _nop
         if _is_configured():
             bound = self._bound
             if bound is None:  # bound once, as structlog's `bind`; unbound, it follows configure()
@@ -99,6 +104,17 @@ class SagaLogger:
 
     def __repr__(self) -> str:
         return f"<SagaLogger {self._context!r}>"
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """Nothing is logged inside (and in the tasks started inside): for `explore_failures`,
+    whose failures are injected on purpose and reported by it, not by the sagas' logs."""
+    token = _muted.set(True)
+    try:
+        yield
+    finally:
+        _muted.reset(token)
 
 
 def _nop(event: str, *args: Any, **fields: Any) -> None:

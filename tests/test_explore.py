@@ -23,6 +23,14 @@ class Bank:
         self.stock = 10
         self.bookings: dict[str, str] = {}
         self.refunded: set[str] = set()
+        self.fences: dict[str, int] = {}
+
+    def admit(self, ctx: StepContext) -> None:
+        """As a service must: refuse a fence lower than one seen for the saga, and a key
+        whose effect was undone (a late call from a worker that stalled past its lease)."""
+        if ctx.fence < self.fences.get(ctx.saga_id, 0) or ctx.idempotency_key in self.refunded:
+            raise RuntimeError(f"refused: fence {ctx.fence} or key undone")
+        self.fences[ctx.saga_id] = ctx.fence
 
     def snapshot(self) -> dict[str, Any]:
         return {"balance": self.balance, "stock": self.stock, "bookings": dict(self.bookings)}
@@ -32,20 +40,24 @@ def correct_saga(bank: Bank) -> SagaStateMachine:
     m = SagaStateMachine("shop")
 
     async def charge(ctx: StepContext) -> None:
+        bank.admit(ctx)
         if ctx.idempotency_key not in bank.bookings:
             bank.bookings[ctx.idempotency_key] = "charged"
             bank.balance -= 30
 
     async def refund(ctx: StepContext) -> None:
+        bank.refunded.add(ctx.idempotency_key)  # a tombstone: a late charge is refused
         if bank.bookings.pop(ctx.idempotency_key, None) is not None:
             bank.balance += 30
 
     async def reserve(ctx: StepContext) -> None:
+        bank.admit(ctx)
         if ctx.idempotency_key not in bank.bookings:
             bank.bookings[ctx.idempotency_key] = "reserved"
             bank.stock -= 1
 
     async def release(ctx: StepContext) -> None:
+        bank.refunded.add(ctx.idempotency_key)
         if bank.bookings.pop(ctx.idempotency_key, None) is not None:
             bank.stock += 1
 
@@ -69,6 +81,27 @@ async def test_a_correct_saga_passes_every_scenario() -> None:
                      "crash before write 3 (happy path)", "crash after write 5 (ship failing)"):
         assert expected in names
     assert all(r.outcome == "ok" for r in report.results if r.outcome != "skipped")
+
+
+async def test_a_service_that_ignores_the_fence_is_caught_when_a_worker_stalls() -> None:
+    bank = Bank()
+    bank.admit = lambda ctx: None  # type: ignore[method-assign]  # no fence, no tombstone
+    report = await explore(correct_saga(bank), bank, crashes=False)
+    stalled = {r.name: r for r in report.results if "stalls" in r.name}
+    assert {"charge", "reserve"} == {name.split()[4] for name in stalled}
+    for result in stalled.values():
+        assert "violated" == result.outcome
+        assert any("landed after the saga was compensated" in v for v in result.violations)
+    assert all(r.outcome != "violated" for r in report.results if "stalls" not in r.name)
+
+
+async def test_a_stalled_workers_late_call_refused_by_its_fence_leaves_nothing_behind() -> None:
+    bank = Bank()
+    report = await explore(correct_saga(bank), bank, crashes=False)
+    stalled = [r for r in report.results if "stalls" in r.name]
+    assert 2 == len(stalled)
+    assert {"ok"} == {r.outcome for r in stalled}
+    assert {"compensated"} == {r.final_state for r in stalled}
 
 
 @pytest.mark.parametrize("build", [(build_trip, trip_services),
@@ -212,3 +245,21 @@ async def test_the_event_paths_stop_at_the_bound() -> None:
     assert "FlightBooked → HotelFailed" in names
     assert "FlightBooked → HotelBooked → PaymentFailed" not in names
 
+
+
+def test_exploring_prints_nothing_though_its_sagas_get_stuck_on_purpose() -> None:
+    import subprocess
+    import sys
+
+    code = """
+import asyncio
+from statesaga.examples.trip import build_trip, trip_services
+from statesaga.testing import explore_failures
+svc = trip_services()
+report = asyncio.run(explore_failures(build_trip(svc), {"flight": "LH1"}, setup=svc.reset,
+                                      crashes=False))
+assert any(r.final_state == "failed" for r in report.results)  # stuck sagas, on purpose
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert (0, "", "") == (done.returncode, done.stdout, done.stderr)

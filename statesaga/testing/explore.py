@@ -12,6 +12,7 @@ from typing import Any
 
 from ..definition import SagaStateMachine
 from ..exceptions import SagaNotFound, UndeliverableEvent
+from ..logs import muted
 from ..orchestrator import Orchestrator
 from ..records import SagaRecord, Transition
 from ..stores.base import Commit, SagaStore, Signals
@@ -28,6 +29,7 @@ from .scenarios import (
     event_paths,
     plan,
 )
+from .stalls import late_problems, run_stalled, stall_plan
 
 
 def _simulated(where: str) -> None:
@@ -115,7 +117,12 @@ class _Explorer:
         record: SagaRecord | None
         sent = 0
         try:
-            record = await orch.run(self.injector.copy, self.data, saga_id=saga_id)
+            if scenario.stall_in is not None:
+                record = await run_stalled(self.injector, self.injector.copy, self.data,
+                                           store, self.clock, saga_id)
+                events = []
+            else:
+                record = await orch.run(self.injector.copy, self.data, saga_id=saga_id)
             for event in events:
                 await self._inject(orch, saga_id, event)
                 sent += 1
@@ -138,6 +145,8 @@ class _Explorer:
                 await fresh.close()
         after = self._picture(saga_id)
         violations = self.check(scenario, record, self.injector.journal, before, after)
+        if record is not None:
+            violations += late_problems(self.injector, scenario, record)
         violations += [f"branch {b} went on without its turn: the explorer could not hold "
                        "the group's branches in order (a branch never reported back?)"
                        for b in turns.overdue]
@@ -219,24 +228,25 @@ async def explore_failures(
     explorer = _Explorer(machine, data, store, setup, snapshot)
     results: list[ScenarioResult] = []
     explorer.happy_events, by_events = event_paths(machine, bound)
-    try:
-        happy, writes = await explorer.run(Scenario("happy path", "completed"), reopen)
-        results.append(happy)
-        reverse_writes = 0
-        if graph.lanes:
-            backwards, reverse_writes = await explorer.run(
-                Scenario(f"happy path{REVERSED}", "completed", reverse=True), reopen)
-            results.append(backwards)
-        scenarios: Sequence[Scenario] = [*plan(machine), *by_events]
-        if crashes:
-            scenarios = [*scenarios, *await _crash_scenarios(
-                explorer, writes, reverse_writes, reopen)]
-        for scenario in scenarios:
-            results.append((await explorer.run(scenario, reopen))[0])
-    finally:
-        await store.close()
-        if tmp is not None:
-            tmp.cleanup()
+    with muted():  # its failures are injected: the report tells, not the sagas' logs
+        try:
+            happy, writes = await explorer.run(Scenario("happy path", "completed"), reopen)
+            results.append(happy)
+            reverse_writes = 0
+            if graph.lanes:
+                backwards, reverse_writes = await explorer.run(
+                    Scenario(f"happy path{REVERSED}", "completed", reverse=True), reopen)
+                results.append(backwards)
+            scenarios: Sequence[Scenario] = [*plan(machine), *stall_plan(machine), *by_events]
+            if crashes:
+                scenarios = [*scenarios, *await _crash_scenarios(
+                    explorer, writes, reverse_writes, reopen)]
+            for scenario in scenarios:
+                results.append((await explorer.run(scenario, reopen))[0])
+        finally:
+            await store.close()
+            if tmp is not None:
+                tmp.cleanup()
     return FailureReport(machine.name, tuple(results), tuple(notes),
                          time.perf_counter() - started, bounds=_bounds(machine, crashes))
 

@@ -48,6 +48,8 @@ class Scenario:
     reverse: bool = False  # a group's branches finish in reverse order (else as declared)
     answer_late: bool = False  # the branches still at work when a failure moves their
     # group on answer while it is being committed (else they are cancelled)
+    stall_in: str | None = None  # the step whose first call stalls past the lease
+    # (`stalls`: another worker takes over; the stalled call goes out after it is done)
     skipped: str | None = None  # why it was not run
 
 
@@ -68,13 +70,31 @@ class Injector:
         self.journal = Journal()
         self.turns = Turns(machine.graph.lanes)
         self._left: dict[str, int | None] = {}
+        self.stalled, self.wake = asyncio.Event(), asyncio.Event()
+        self.late: str | None = None  # the stalled call: "landed" or "refused"
+        self.late_fence: int | None = None
         self.copy = self._copy()
 
     def begin(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.journal = Journal()
         self.turns.begin(scenario.reverse, scenario.answer_late)
-        self._left = {"raise": scenario.raise_times, "undo": scenario.undo_times}
+        self._left = {"raise": scenario.raise_times, "undo": scenario.undo_times, "stall": 1}
+        self.stalled, self.wake = asyncio.Event(), asyncio.Event()
+        self.late = self.late_fence = None
+
+    async def _stall(self, func: Callable[..., Any], ctx: Any) -> Any:
+        """The first call of the stalling step: it waits, then goes out late."""
+        self.stalled.set()
+        await self.wake.wait()
+        self.late_fence = getattr(ctx, "fence", None)
+        try:
+            result = await _call(func, ctx)
+        except Exception:
+            self.late = "refused"
+            raise
+        self.late = "landed"
+        return result
 
     def _take(self, which: str) -> bool:
         left = self._left.get(which)
@@ -113,6 +133,8 @@ class Injector:
                 if s.raise_in == step and self._take("raise"):
                     await turns.turn(step, False)
                     raise InjectedFailure(f"{step} raised (injected, before doing anything)")
+                if s.stall_in == step and self._take("stall"):
+                    return await self._stall(func, ctx)
                 result = await _call(func, ctx)
                 self.journal.ran.append(step)
                 if s.hang_in == step:
