@@ -269,6 +269,9 @@ async def test_a_relay_killed_before_mark_sent_resends_and_participants_apply_ea
 
     relay = await trip.spawn("relay")
     await trip.settled(list(sagas))
+    await trip.until(  # the dead relay's claim on them lapses (its lease), then they go again
+        lambda: all(sent is not None for i, _, _, sent in trip.outbox() if i in first_commands),
+        lambda: "the killed relay's batch was never sent again")
     await relay.stop()
     await consumers.stop()
 

@@ -91,8 +91,19 @@ async def test_a_service_that_ignores_the_fence_is_caught_when_a_worker_stalls()
     assert {"charge", "reserve"} == {name.split()[4] for name in stalled}
     for result in stalled.values():
         assert "violated" == result.outcome
-        assert any("landed after the saga was compensated" in v for v in result.violations)
+        assert any("after compensation the outside world differs" in v
+                   for v in result.violations)
     assert all(r.outcome != "violated" for r in report.results if "stalls" not in r.name)
+
+
+async def test_without_a_snapshot_a_late_call_that_lands_is_reported_by_itself() -> None:
+    bank = Bank()
+    bank.admit = lambda ctx: None  # type: ignore[method-assign]  # no fence, no tombstone
+    report = await explore_failures(correct_saga(bank), setup=bank.reset, crashes=False)
+    stalled = [r for r in report.results if "stalls" in r.name]
+    assert {"violated"} == {r.outcome for r in stalled}
+    assert all(any("landed after the saga was compensated" in v for v in r.violations)
+               for r in stalled)
 
 
 async def test_a_stalled_workers_late_call_refused_by_its_fence_leaves_nothing_behind() -> None:

@@ -70,16 +70,20 @@ class Seen:
 
     def __init__(self) -> None:
         self.data: list[Any] = []
+        self.cancelled: set[str] = set()
 
     def machine(self, data: Any = Booking, declined: bool = True) -> SagaStateMachine:
         m = SagaStateMachine("trip", data=data)
 
         def book(ctx: StepContext) -> dict[str, str]:
             self.data.append(ctx.data)
+            if ctx.idempotency_key in self.cancelled:  # a late call after its undo
+                raise RuntimeError("refused: this booking was cancelled")
             return {"seat": "1A"}
 
         def cancel(ctx: StepContext) -> None:
             self.data.append(ctx.data)
+            self.cancelled.add(ctx.idempotency_key)  # a tombstone
 
         def pay(ctx: StepContext) -> None:
             self.data.append(ctx.data)

@@ -43,18 +43,9 @@ def build_order(services: ExampleServices | None = None,
         run.__qualname__ = f"build_order.{step}"
         return run
 
-    def undo(step: str) -> Any:
-        name, _, op = STEPS[step]
-        assert op is not None
-
-        async def run(ctx: StepContext) -> None:
-            await svc.services[name].undo(op, ctx.idempotency_key, fence=ctx.fence)
-
-        run.__qualname__ = f"build_order.undo_{step}"
-        return run
-
-    order.step("reserve_stock", action("reserve_stock"), compensation=undo("reserve_stock"))
+    order.step("reserve_stock", action("reserve_stock"),
+               compensation=svc.undo_of("reserve_stock", build_order))
     order.step("pay", pay, data=lambda ctx: {"amount": ctx.data["amount"],
                                              "sku": ctx.data["sku"]})
-    order.step("ship", action("ship"), compensation=undo("ship"))
+    order.step("ship", action("ship"), compensation=svc.undo_of("ship", build_order))
     return order

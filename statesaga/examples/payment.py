@@ -41,19 +41,9 @@ def build_payment(services: ExampleServices | None = None) -> SagaStateMachine:
         run.__qualname__ = f"build_payment.{step}"
         return run
 
-    def undo(step: str) -> Any:
-        name, _, op = STEPS[step]
-        assert op is not None
-
-        async def run(ctx: StepContext) -> None:
-            await svc.services[name].undo(op, ctx.idempotency_key, fence=ctx.fence)
-
-        run.__qualname__ = f"build_payment.undo_{step}"
-        return run
-
     for step, (_, _, undo_op) in STEPS.items():
         payment.step(step, action(step),
-                     compensation=undo(step) if undo_op else None,
+                     compensation=svc.undo_of(step, build_payment) if undo_op else None,
                      retry=Retry(attempts=2, backoff=0.01))
     return payment
 

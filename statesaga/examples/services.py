@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from ..context import StepContext
 from ..testing.fakes import FakeService
 
 
@@ -33,6 +34,23 @@ class ExampleServices:
         if undo is None:
             raise ValueError(f"step {step!r} has no compensation")
         self.services[svc].fail(undo, times=times)
+
+    def undo_of(self, step: str, owner: Callable[..., Any]
+                ) -> Callable[[StepContext], Awaitable[None]]:
+        """The compensation of `step`: its service's undo op, by the step's key and fence
+        (named as if `owner`, the function building the saga, defined it: the version
+        hashes that name)."""
+        svc, _, op = self._op(step)
+        if op is None:
+            raise ValueError(f"step {step!r} has no compensation")
+        service = self.services[svc]
+
+        async def run(ctx: StepContext) -> None:
+            await service.undo(op, ctx.idempotency_key, fence=ctx.fence)
+
+        run.__qualname__ = f"{owner.__qualname__}.undo_{step}"
+        run.__module__ = owner.__module__
+        return run
 
     def _op(self, step: str) -> tuple[str, str, str | None]:
         if step not in self._ops:

@@ -146,7 +146,8 @@ class _Explorer:
         after = self._picture(saga_id)
         violations = self.check(scenario, record, self.injector.journal, before, after)
         if record is not None:
-            violations += late_problems(self.injector, scenario, record)
+            violations += late_problems(self.injector, scenario, record,
+                                        judged=self.snapshot is not None)
         violations += [f"branch {b} went on without its turn: the explorer could not hold "
                        "the group's branches in order (a branch never reported back?)"
                        for b in turns.overdue]

@@ -87,9 +87,13 @@ async def run_stalled(injector: Injector, machine: SagaStateMachine, data: Any,
     return await store.load(saga_id)
 
 
-def late_problems(injector: Injector, scenario: Scenario, record: SagaRecord) -> list[str]:
-    """The stalled worker's call landed after the saga was compensated."""
-    if scenario.stall_in is None or injector.late != "landed" or record.state != "compensated":
+def late_problems(injector: Injector, scenario: Scenario, record: SagaRecord,
+                  judged: bool) -> list[str]:
+    """The stalled worker's call landed after the saga was compensated. `judged`: a
+    snapshot of the outside world is compared, which tells whether it left anything behind
+    (a call that landed and changed nothing is harmless); without one, landing is enough."""
+    if (judged or scenario.stall_in is None or injector.late != "landed"
+            or record.state != "compensated"):
         return []
     return [f"the call of {scenario.stall_in} from the worker that stalled past its lease "
             f"(fence {injector.late_fence}) landed after the saga was compensated by the one "
