@@ -29,6 +29,7 @@ from statesaga import Orchestrator, SagaStateMachine
 from statesaga.diagrams import render, to_dot
 from statesaga.diagrams.examples import InstantClock, example_drawings
 from statesaga.diagrams.model import TIMES
+from statesaga.examples.order import build_order
 from statesaga.examples.trip import build_trip
 from statesaga.examples.trip_choreography import build_trip_choreography
 
@@ -42,10 +43,10 @@ def drawings() -> Drawings:
 
 def every_drawing(drawings: Drawings) -> list[tuple[str, str]]:
     """(name, DOT) of the committed examples (a parallel trip among them) and of machines
-    with branches, loops and parallel groups."""
+    with branches, loops, parallel groups and a sub-saga."""
     more = {"order": order_saga(), "diamond": diamond_saga(), "long": long_saga(),
             "late": late_saga(), "choreography": build_trip_choreography(),
-            "loop": hold_saga(), "groups": groups_saga()}
+            "loop": hold_saga(), "groups": groups_saga(), "subsaga": build_order()}
     return ([(name, to_dot(m, r)) for name, (m, r) in drawings.items()]
             + [(name, to_dot(m)) for name, m in more.items()])
 
