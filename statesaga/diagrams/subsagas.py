@@ -77,6 +77,22 @@ def child_traces(machine: SagaStateMachine, record: SagaRecord | None,
     return out
 
 
+def drawable(machine: SagaStateMachine, record: SagaRecord,
+             children: Iterable[SagaRecord]) -> list[SagaRecord]:
+    """Of `children`, those a drawing puts inside their steps: "<saga id>/<step>" of a
+    sub-saga step, run under the machine that step runs (a saga that only looks like a
+    child by its id is left out)."""
+    subs = sub_sagas(machine.graph)
+    out = []
+    for child in children:
+        parent, _, step = child.saga_id.rpartition("/")
+        runs = subs.get(step)
+        if parent == record.saga_id and runs is not None and (
+                child.name, child.version) == (runs.name, runs.version):
+            out.append(child)
+    return out
+
+
 def rows(child: Graph) -> list[tuple[str, str | None]]:
     """The child's forward states top to bottom, each with its compensation (or None)."""
     return [(s, mirror(s) if child.compensable(s) else None) for s in column(child)]
