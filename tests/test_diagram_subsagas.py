@@ -177,3 +177,23 @@ def test_mermaid_marks_the_childs_states_from_its_own_record() -> None:
     assert "    class pay_update_inventory visited" in text
     assert "    class pay_send_notification" not in text  # never reached
     assert "    class pay_compensating_credit_merchant_account visited" in text
+
+
+async def test_a_child_stuck_undoing_shows_what_it_has_left_not_its_whole_mirror() -> None:
+    orders, payments = order_services(), payment_services()
+    orders.fail_at("ship")
+    payments.fail_compensation("debit_payment_account")
+    machine = build_order(orders, build_payment(payments))
+    store = InMemoryStore()
+    with structlog.testing.capture_logs():
+        record = await Orchestrator(store=store, clock=InstantClock()).run(
+            machine, {"amount": 25, "sku": "book"}, saga_id="order-7")
+    children = await load_children(store, machine, record)
+    assert ("failed", ["failed"]) == (record.state, [c.state for c in children])
+    dot = to_dot(machine, record, children=children)
+    would = of_class(dot, "would")
+    assert ("pay/compensating_debit_payment_account", "pay/compensated") in would
+    assert ("pay/compensating_update_inventory",
+            "pay/compensating_credit_merchant_account") not in would  # undone already
+    assert re.search(r'\t"pay/compensating_debit_payment_account" \[[^\n]*stuck here', dot)
+    assert 'label="order-7/pay: failed"' in dot

@@ -160,7 +160,9 @@ def draw_sub_saga(g: Any, graph: Graph, step: str, trace: Trace | None,
     record = trace.record if trace is not None else None
     label = title(step, machine, mine, record)
     would: set[Key] = set()
-    if would_revert(trace, step):  # the parent's undo would walk the child's whole mirror
+    if would_revert(trace, step) and (mine is None or mine.current == COMPLETED):
+        # the parent's undo would revert the child: all of its mirror (a child already
+        # undoing, or stuck, shows what it has left on its own)
         would = {revert_key(child)} | {(s, d, k) for s, d, k, _ in crossing_keys(child)
                                        if k == MIRROR}
     marks = _Marks(mine, would)
