@@ -3,6 +3,8 @@
 `compensated` tops the compensation column, where the walk back ends; `completed` ends
 the forward column; `failed` hangs off a rail that every compensation state is tied to.
 A parallel group is a fork and a join with its branches between (`forks`), mirrored.
+A step that runs a sub-saga holds the child machine, its undo the child's mirror
+(`subsagas`): the parent's column runs straight through the child.
 An edge back up the column (a loop) runs down its left side, out of the layout's way.
 Edges are labelled with the machine's own events only: statesaga's (succeed, fail,
 timeout, abort, retry) are told by line style, and named once in the legend.
