@@ -14,7 +14,7 @@ import contextvars
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import LeaseHeld, OutcomeUnknown, SagaError, SagaNotFound
+from .exceptions import LeaseHeld, OutcomeUnknown, SagaError, SagaNotFound, SagaNotRegistered
 from .records import SagaStatus
 
 if TYPE_CHECKING:
@@ -100,8 +100,12 @@ async def _reverted(orch: Orchestrator, saga_id: str) -> None:
         if record.status is SagaStatus.COMPLETED:
             await orch._revert(record)
         else:
-            with contextlib.suppress(SagaError):  # it ended meanwhile: look again
+            try:
                 await orch.abort(saga_id, reason="its parent saga is compensating")
+            except SagaNotRegistered:  # nobody here can undo it: looking again never ends
+                raise
+            except SagaError:  # it ended meanwhile: look again
+                pass
         await orch.clock.sleep(WAIT[min(turn, len(WAIT) - 1)])
 
 

@@ -5,9 +5,20 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from statesaga import Orchestrator, SagaStatus, SagaStore, SQLiteStore, StepContext
+import pytest
+
+from statesaga import (
+    InMemoryStore,
+    Orchestrator,
+    SagaNotRegistered,
+    SagaStatus,
+    SagaStore,
+    SQLiteStore,
+    StepContext,
+)
 from statesaga.examples.order import build_order, order_services
 from statesaga.examples.payment import build_payment, payment_services
+from statesaga.orchestrator_children import _reverted
 
 
 def world() -> tuple[object, object, object]:
@@ -79,3 +90,13 @@ async def test_a_parent_whose_process_stopped_mid_child_is_finished_by_another(
     assert SagaStatus.COMPLETED is (await again.store.load("o-4/pay")).status
     await again.store.close()
     del stall
+
+
+async def test_undoing_a_running_child_whose_definition_is_unknown_fails_instead_of_spinning(
+        ) -> None:
+    store = InMemoryStore()
+    await Orchestrator(store=store).start(build_payment(payment_services()),
+                                          {"amount": 5, "sku": "pen"}, saga_id="o-5/pay")
+    stranger = Orchestrator(store=store)  # it knows neither the order nor the payment
+    with pytest.raises(SagaNotRegistered, match="'o-5/pay' ran under 'payment'"):
+        await asyncio.wait_for(_reverted(stranger, "o-5/pay"), 5)
