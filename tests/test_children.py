@@ -10,11 +10,11 @@ import pytest
 from statesaga import (
     InMemoryStore,
     Orchestrator,
+    SagaNotFound,
     SagaNotRegistered,
     SagaStatus,
     SagaStore,
     SQLiteStore,
-    StepContext,
 )
 from statesaga.examples.order import build_order, order_services
 from statesaga.examples.payment import build_payment, payment_services
@@ -67,21 +67,22 @@ async def test_a_parent_failing_later_compensates_the_completed_child_along_its_
 
 async def test_a_parent_whose_process_stopped_mid_child_is_finished_by_another(
         tmp_path: Path) -> None:
-    gate = asyncio.Event()
-    payment = build_payment(payment_services())
-    order = build_order(order_services(), payment)
+    payments = payment_services()
+    payments.fail_at("debit_payment_account", hang=True)  # the first process stalls there
+    order = build_order(order_services(), build_payment(payments))
     first = Orchestrator(store=SQLiteStore(tmp_path / "s.db"), lease=0.5)
     await first.start(order, {"amount": 5, "sku": "pen"}, saga_id="o-4")
-
-    async def stall(ctx: StepContext) -> None:  # the first process stops inside the child
-        await gate.wait()
-
     running = asyncio.ensure_future(first.recover())
-    while (await first.store.load("o-4")).state != "pay":  # noqa: ASYNC110
+    for _ in range(500):  # until it is inside the child's first step
+        if not running.done() and await _state(first.store, "o-4/pay") == \
+                "debit_payment_account":
+            break
         await asyncio.sleep(0.01)
+    assert "pay" == (await first.store.load("o-4")).state
     running.cancel()  # the process is gone (its leases lapse)
     await asyncio.gather(running, return_exceptions=True)
     await first.store.close()
+    payments.reset()  # the payment service answers again
     again = Orchestrator(store=SQLiteStore(tmp_path / "s.db"), sagas=[order])
     await asyncio.sleep(0.6)
     report = await again.recover()
@@ -89,7 +90,13 @@ async def test_a_parent_whose_process_stopped_mid_child_is_finished_by_another(
         r.saga_id: r.status for r in report.recovered if r.saga_id == "o-4"}
     assert SagaStatus.COMPLETED is (await again.store.load("o-4/pay")).status
     await again.store.close()
-    del stall
+
+
+async def _state(store: SagaStore, saga_id: str) -> str | None:
+    try:
+        return (await store.load(saga_id)).state
+    except SagaNotFound:
+        return None
 
 
 async def test_undoing_a_running_child_whose_definition_is_unknown_fails_instead_of_spinning(
