@@ -12,7 +12,14 @@ import pytest
 import structlog
 from test_diagrams import edges, layout, needs_dot, of_class
 
-from statesaga import InMemoryStore, Orchestrator, SagaError, SagaRecord, SagaStatus
+from statesaga import (
+    InMemoryStore,
+    Orchestrator,
+    SagaError,
+    SagaRecord,
+    SagaStateMachine,
+    SagaStatus,
+)
 from statesaga.diagrams import Diagram, load_children, to_dot, to_mermaid
 from statesaga.diagrams.examples import InstantClock
 from statesaga.examples.order import build_order, order_services
@@ -197,3 +204,16 @@ async def test_a_child_stuck_undoing_shows_what_it_has_left_not_its_whole_mirror
             "pay/compensating_credit_merchant_account") not in would  # undone already
     assert re.search(r'\t"pay/compensating_debit_payment_account" \[[^\n]*stuck here', dot)
     assert 'label="order-7/pay: failed"' in dot
+
+
+def test_a_child_with_nothing_to_undo_is_drawn_with_an_empty_undo() -> None:
+    notify = SagaStateMachine("notify")
+    notify.step("send", lambda ctx: None)
+    parent = SagaStateMachine("parent")
+    parent.step("prepare", lambda ctx: None, compensation=lambda ctx: None)
+    parent.step("tell", notify)
+    dot = to_dot(parent)
+    assert ("compensating_tell", "tell/compensated") in of_class(dot, "mirror")
+    assert ("tell/send", "tell/compensated") in of_class(dot, "failure")
+    assert ('    state "compensating_tell (reverts notify: nothing to undo)" as '
+            "compensating_tell") in to_mermaid(parent)

@@ -124,12 +124,12 @@ def _child(graph: Graph, state: str, nodes: list[str], ids: dict[str, str],
     assert step is not None
     child = sub_sagas(graph)[step]
     what = f"runs sub-saga {child.name}" if state == step else f"reverts {child.name}"
+    if not nodes:  # a child with nothing to undo: its undo is an empty walk
+        return [f'    state "{state} ({what}: nothing to undo)" as {ids[state]}']
     lines = [f'    state "{state} ({what})" as {ids[state]} {{']
     for node in nodes:
         lines.append(f'        state "{node}" as {ids[inner(step, node)]}')
     chain = [ids[inner(step, n)] for n in nodes]
-    if not chain:
-        return [*lines, "        [*] --> [*]", "    }"]
     first = "start" if state == step else "revert"
     lines.append(f"        [*] --> {chain[0]} : {first}")
     for a, b in itertools.pairwise(chain):
