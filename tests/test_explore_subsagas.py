@@ -153,3 +153,11 @@ async def test_a_child_compensation_that_undoes_nothing_is_caught_inside_the_chi
     assert any("merchants" in v for v in report.violations)
     with pytest.raises(AssertionError, match="the outside world differs"):
         report.assert_ok()
+
+
+async def test_the_same_order_is_explored_twice_in_one_event_loop() -> None:
+    orders, payments = order_services(), payment_services()
+    machine = build_order(orders, build_payment(payments))
+    first = await explore_order(orders, payments, machine)
+    again = await asyncio.wait_for(explore_order(orders, payments, machine), 60)
+    assert (len(first), [], []) == (len(again), first.violations, again.violations)
