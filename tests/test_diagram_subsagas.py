@@ -217,3 +217,16 @@ def test_a_child_with_nothing_to_undo_is_drawn_with_an_empty_undo() -> None:
     assert ("tell/send", "tell/compensated") in of_class(dot, "failure")
     assert ('    state "compensating_tell (reverts notify: nothing to undo)" as '
             "compensating_tell") in to_mermaid(parent)
+
+
+def test_a_childs_parallel_group_is_one_box_inside_its_step() -> None:
+    from statesaga.examples.parallel_trip import build_parallel_trip
+
+    parent = SagaStateMachine("holiday")
+    parent.step("ask", lambda ctx: None, compensation=lambda ctx: None)
+    parent.step("travel", build_parallel_trip())
+    dot = to_dot(parent)
+    assert ("travel/hold_budget", "travel/book") in of_class(dot, "forward")
+    assert "travel/book_flight" not in dot  # its branches are the child's own drawing's
+    assert ("travel/compensating_book", "travel/compensating_hold_budget") in of_class(
+        dot, "mirror")

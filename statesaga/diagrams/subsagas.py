@@ -66,14 +66,15 @@ def child_traces(machine: SagaStateMachine, record: SagaRecord | None,
     out: dict[str, Trace] = {}
     for child in children:
         parent, _, step = child.saga_id.rpartition("/")
-        if record is None or parent != record.saga_id or step not in subs:
-            of = "no saga" if record is None else f"saga {record.saga_id!r}"
-            raise SagaError(
-                f"saga {child.saga_id!r} is not a sub-saga of {of}: its children are "
-                f"{', '.join(repr(f'{record.saga_id}/{s}') for s in subs) or 'none'}"
-                if record is not None else f"saga {child.saga_id!r} is not a sub-saga of "
-                f"{of}: give the parent's record too", saga_id=child.saga_id)
-        out[step] = Trace(subs[step], child)
+        if record is None:
+            raise SagaError(f"saga {child.saga_id!r} is drawn as a sub-saga of no saga: give "
+                            "the parent's record too", saga_id=child.saga_id)
+        if parent != record.saga_id or step not in subs:
+            ids = ", ".join(repr(f"{record.saga_id}/{s}") for s in subs) or "none"
+            raise SagaError(f"saga {child.saga_id!r} is not a sub-saga of saga "
+                            f"{record.saga_id!r}: its children are {ids}",
+                            saga_id=child.saga_id)
+        out[step] = Trace(subs[step], child)  # refuses a record of another machine
     return out
 
 
