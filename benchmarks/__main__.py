@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .common import machine, quiet_logs
 
-SUITES = ["core", "explore", "stores", "choreography", "telemetry", "web"]
+SUITES = ["core", "shapes", "explore", "stores", "choreography", "telemetry", "web"]
 
 
 def main(argv: list[str]) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from .cli_sagas import Found, command_line, find_sagas, load_machine
 from .exceptions import SagaError
 from .orchestrator import Orchestrator
+from .orchestrator_children import family
 from .records import SagaRecord, SagaStatus
 from .stores.base import SagaStore
 from .stores.reads import SagaQuery, SagaSummary, reader
@@ -154,24 +155,34 @@ def _values(title: str, values: Mapping[str, Any], full: bool) -> list[str]:
 
 def cmd_show(args: argparse.Namespace) -> int:
     orch, found = _orchestrator(args)
-    record = asyncio.run(_with(orch.store, orch.get(args.saga_id)))
+
+    async def read() -> tuple[SagaRecord, SagaRecord | None, list[SagaRecord]]:
+        record = await orch.get(args.saga_id)
+        return (record, *await family(orch.store, record))
+
+    record, parent, children = asyncio.run(_with(orch.store, read()))
     if args.json:
-        row = _row(record) | {"history": [
+        row = _row(record) | {
+            "parent": None if parent is None else parent.saga_id,
+            "children": [_row(c) for c in children], "history": [
             {"at": t.at.isoformat(), "source": t.source, "dest": t.dest, "event": t.event,
              "step": t.step, "attempt": t.attempt, "error": t.error, "duration": t.duration,
              "reason": t.reason, "worker": t.worker} for t in record.history],
             "data": dict(record.data), "results": dict(record.results)}
         print(json.dumps(row, indent=2))
     else:
-        print(format_timeline(record))
+        print(format_timeline(record, children=children, parent=parent))
         print("\n".join(_values("data", record.data, args.full)
                         + _values("results", record.results, args.full)))
         if record.is_stuck:
             print(stuck_advice(args, found, record))
     if args.diagram:
         from .diagrams import render
+        from .diagrams.subsagas import drawable
 
-        print(render(orch.definition(record), args.diagram, record=record))
+        machine = orch.definition(record)
+        print(render(machine, args.diagram, record=record,
+                     children=drawable(machine, record, children)))
     return 0
 
 

@@ -15,7 +15,7 @@ import contextvars
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import LeaseHeld, OutcomeUnknown, SagaError, SagaNotFound
+from .exceptions import LeaseHeld, OutcomeUnknown, SagaError, SagaNotFound, SagaNotRegistered
 from .records import SagaStatus
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .definition import SagaStateMachine
     from .orchestrator import Orchestrator
     from .records import SagaRecord
+    from .stores.base import SagaStore
 
 CURRENT: contextvars.ContextVar[Orchestrator] = contextvars.ContextVar("statesaga_orchestrator")
 WAIT = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # a child waiting for an event, or run elsewhere
@@ -105,6 +106,32 @@ async def _reverted(orch: Orchestrator, saga_id: str) -> None:
         if record.status is SagaStatus.COMPLETED:
             await orch._revert(record)
         else:
-            with contextlib.suppress(SagaError):  # it ended meanwhile: look again
+            try:
                 await orch.abort(saga_id, reason="its parent saga is compensating")
+            except SagaNotRegistered:  # nobody here can undo it: looking again never ends
+                raise
+            except SagaError:  # it ended meanwhile: look again
+                pass
         await orch.clock.sleep(WAIT[min(turn, len(WAIT) - 1)])
+
+
+async def family(store: SagaStore, record: SagaRecord
+                 ) -> tuple[SagaRecord | None, list[SagaRecord]]:
+    """Read only: the saga `record` is a sub-saga of (None unless "<id>/<step>" names a saga
+    in `store` that ran that step), and its own sub-sagas, in the order they started.
+    Found by id alone, so it works for definitions this process does not know."""
+    from .stores.reads import SagaQuery, reader
+
+    prefix = record.saga_id + "/"
+    page = await reader(store).query_sagas(SagaQuery(id_prefix=prefix, limit=100))
+    direct = sorted((s.created_at, s.saga_id) for s in page.sagas
+                    if s.saga_id.startswith(prefix) and "/" not in s.saga_id[len(prefix):])
+    children = [await store.load(saga_id) for _, saga_id in direct]
+    head, _, step = record.saga_id.rpartition("/")
+    parent = None
+    if head:
+        with contextlib.suppress(SagaNotFound):
+            found = await store.load(head)
+            if any(t.step == step for t in found.history):
+                parent = found
+    return parent, children

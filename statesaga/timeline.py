@@ -1,7 +1,10 @@
 """A saga's history as a person reads it: one line per transition, compensations marked,
-a parallel group's branches named beside it: `book[book_flight]`."""
+a parallel group's branches named beside it: `book[book_flight]`, and its sub-sagas (the
+child sagas "<saga id>/<step>") named at the step that runs them, with how each ended."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from .records import MIRROR_PREFIX, TERMINALS, Kind, SagaRecord, Transition
 
@@ -9,9 +12,17 @@ _MARKS = {"succeed": " ", "start": " ", "retry": "↻", "retry_unknown": "↻", 
           "timeout": "⏱", "abort": "■"}
 
 
-def format_timeline(record: SagaRecord, *, times: bool = True) -> str:
-    """The saga's timeline: time, from -> to, event, step, attempt, duration, error."""
+def format_timeline(record: SagaRecord, *, times: bool = True,
+                    children: Sequence[SagaRecord] = (), parent: SagaRecord | None = None
+                    ) -> str:
+    """The saga's timeline: time, from -> to, event, step, attempt, duration, error.
+
+    `children`: the records of its sub-sagas, named where their step starts and is undone,
+    and listed at the end; `parent`: the saga it is a sub-saga of, named at the end.
+    """
     start = record.history[0].at if record.history else record.created_at
+    kids = {c.saga_id.rpartition("/")[2]: c for c in children
+            if c.saga_id.rpartition("/")[0] == record.saga_id}
     rows = []
     for t in record.history:
         mark = _MARKS.get(t.event, " ")
@@ -19,7 +30,7 @@ def format_timeline(record: SagaRecord, *, times: bool = True) -> str:
             mark = "↩"  # a compensation done
         offset = f"+{(t.at - start).total_seconds() * 1000:.1f} ms" if times else ""
         took = "" if t.duration is None else f"{t.duration * 1000:.1f} ms"
-        note = t.reason or t.error or ""
+        note = t.reason or t.error or _child_note(t, kids)
         source, dest = where(t)
         rows.append((mark, offset, source, dest, t.event, t.step or "",
                      "" if t.attempt is None else str(t.attempt), took, note))
@@ -35,7 +46,27 @@ def format_timeline(record: SagaRecord, *, times: bool = True) -> str:
     lines.append(f"status: {record.status.value.upper()} in {record.state}")
     if record.error:
         lines.append(f"error: {record.error}")
+    if parent is not None:
+        step = record.saga_id.rpartition("/")[2]
+        lines.append(f"sub-saga of {parent.saga_id!r} ({parent.name}), its step {step}: "
+                     f"{parent.status.value.upper()} in {parent.state}")
+    if kids:
+        lines.append("sub-sagas:")
+        lines += [f"  {step}: {c.saga_id!r} ({c.name} {c.version}) "
+                  f"{c.status.value.upper()} in {c.state}" for step, c in kids.items()]
     return "\n".join(lines)
+
+
+def _child_note(t: Transition, kids: dict[str, SagaRecord]) -> str:
+    """At a sub-saga step: the child saga it starts, or has reverted (its compensation)."""
+    if t.source == t.dest:
+        return ""
+    if t.dest in kids:
+        return f"runs sub-saga {kids[t.dest].saga_id!r}"
+    step = (t.source or "").removeprefix(MIRROR_PREFIX)
+    if t.source != step and step in kids and t.kind is Kind.MIRROR:
+        return f"sub-saga {kids[step].saga_id!r} reverted"
+    return ""
 
 
 def where(t: Transition) -> tuple[str, str]:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from statesaga import (
+    InMemoryStore,
     Orchestrator,
     SagaNotFound,
+    SagaNotRegistered,
     SagaStateMachine,
     SagaStatus,
     SagaStore,
@@ -16,6 +20,7 @@ from statesaga import (
 )
 from statesaga.examples.order import build_order, order_services
 from statesaga.examples.payment import build_payment, payment_services
+from statesaga.orchestrator_children import _reverted
 
 
 def world() -> tuple[object, object, object]:
@@ -64,44 +69,46 @@ async def test_a_parent_failing_later_compensates_the_completed_child_along_its_
 
 async def test_a_parent_whose_process_stopped_mid_child_is_finished_by_another(
         tmp_path: Path) -> None:
-    gate = asyncio.Event()
-    stalled = [True]
-    charges: list[str] = []
-
-    async def charge(ctx: StepContext) -> dict[str, int]:
-        if stalled[0]:  # the first process stops inside the child
-            await gate.wait()
-        charges.append(ctx.idempotency_key)
-        return {"charged": ctx.data["amount"]}
-
-    async def refund(ctx: StepContext) -> None:
-        return None
-
-    payment = SagaStateMachine("payment")
-    payment.step("charge", charge, compensation=refund)
-    order = SagaStateMachine("order")
-    order.step("pay", payment, data=lambda ctx: {"amount": ctx.data["amount"]})
+    payments = payment_services()
+    payments.fail_at("debit_payment_account", hang=True)  # the first process stalls there
+    order = build_order(order_services(), build_payment(payments))
     first = Orchestrator(store=SQLiteStore(tmp_path / "s.db"), lease=0.5)
-    await first.start(order, {"amount": 5}, saga_id="o-4")
+    await first.start(order, {"amount": 5, "sku": "pen"}, saga_id="o-4")
     running = asyncio.ensure_future(first.recover())
-    while not gate.is_set() and not charges:  # until the child's step is under way
-        try:
-            if (await first.store.load("o-4/pay")).state == "charge":
-                break
-        except SagaNotFound:
-            pass
+    for _ in range(500):  # until it is inside the child's first step
+        if not running.done() and await _state(first.store, "o-4/pay") == \
+                "debit_payment_account":
+            break
         await asyncio.sleep(0.01)
+    assert "pay" == (await first.store.load("o-4")).state
     running.cancel()  # the process is gone (its leases lapse)
     await asyncio.gather(running, return_exceptions=True)
     await first.store.close()
-    stalled[0] = False
+    payments.reset()  # the payment service answers again
     again = Orchestrator(store=SQLiteStore(tmp_path / "s.db"), sagas=[order])
     await asyncio.sleep(0.6)
-    await again.recover()
-    assert SagaStatus.COMPLETED is (await again.store.load("o-4")).status
-    child = await again.store.load("o-4/pay")
-    assert SagaStatus.COMPLETED is child.status
-    assert len(charges) == 1  # the child's step ran once, in the second process
+    report = await again.recover()
+    assert {"o-4": SagaStatus.COMPLETED} == {
+        r.saga_id: r.status for r in report.recovered if r.saga_id == "o-4"}
+    assert SagaStatus.COMPLETED is (await again.store.load("o-4/pay")).status
+    await again.store.close()
+
+
+async def _state(store: SagaStore, saga_id: str) -> str | None:
+    try:
+        return (await store.load(saga_id)).state
+    except SagaNotFound:
+        return None
+
+
+async def test_undoing_a_running_child_whose_definition_is_unknown_fails_instead_of_spinning(
+        ) -> None:
+    store = InMemoryStore()
+    await Orchestrator(store=store).start(build_payment(payment_services()),
+                                          {"amount": 5, "sku": "pen"}, saga_id="o-5/pay")
+    stranger = Orchestrator(store=store)  # it knows neither the order nor the payment
+    with pytest.raises(SagaNotRegistered, match="'o-5/pay' ran under 'payment'"):
+        await asyncio.wait_for(_reverted(stranger, "o-5/pay"), 5)
 
 
 async def test_aborting_a_parent_while_its_child_runs_compensates_the_child_at_once() -> None:

@@ -125,7 +125,7 @@ def test_groups_first_last_and_in_a_row_lay_out() -> None:
 
 def test_a_compensated_parallel_trip_shows_the_branches_done_failed_and_cancelled(
         drawings: Drawings) -> None:
-    machine, record = drawings["parallel-trip-compensated"]
+    machine, record, _ = drawings["parallel-trip-compensated"]
     dot = to_dot(machine, record)
     taken = of_class(dot, "taken")
     assert {("book", b) for b in BRANCHES} <= taken  # every branch started
@@ -251,7 +251,7 @@ def test_mermaid_draws_a_group_as_a_composite_with_a_fork_and_a_join() -> None:
 
 
 def test_mermaid_marks_the_branches_of_a_saga(drawings: Drawings) -> None:
-    machine, record = drawings["parallel-trip-compensated"]
+    machine, record, _ = drawings["parallel-trip-compensated"]
     text = to_mermaid(machine, record)
     assert "    class book_flight visited" in text
     assert "    class compensating_rent_car visited" in text

@@ -41,12 +41,12 @@ def drawings() -> Drawings:
 
 
 def every_drawing(drawings: Drawings) -> list[tuple[str, str]]:
-    """(name, DOT) of the committed examples (a parallel trip among them) and of machines
-    with branches, loops and parallel groups."""
+    """(name, DOT) of the committed examples (a parallel trip and an order paying through a
+    sub-saga among them) and of machines with branches, loops and parallel groups."""
     more = {"order": order_saga(), "diamond": diamond_saga(), "long": long_saga(),
             "late": late_saga(), "choreography": build_trip_choreography(),
             "loop": hold_saga(), "groups": groups_saga()}
-    return ([(name, to_dot(m, r)) for name, (m, r) in drawings.items()]
+    return ([(name, to_dot(m, r, children=c)) for name, (m, r, c) in drawings.items()]
             + [(name, to_dot(m)) for name, m in more.items()])
 
 
@@ -155,7 +155,7 @@ async def test_a_timeout_in_a_step_with_nothing_to_undo_is_drawn_taken() -> None
 
 
 def test_the_legend_is_one_small_table(drawings: Drawings) -> None:
-    machine, record = drawings["payment-stuck"]
+    machine, record, _ = drawings["payment-stuck"]
     dot = to_dot(machine, record)
     assert 1 == dot.count('\t"~legend" [')
     assert "cluster" not in dot
@@ -166,7 +166,7 @@ def test_the_legend_is_one_small_table(drawings: Drawings) -> None:
 @needs_dot
 def test_legend_false_leaves_it_out_of_the_source_and_the_drawing(
         drawings: Drawings, tmp_path: Any) -> None:
-    machine, record = drawings["trip-compensated"]
+    machine, record, _ = drawings["trip-compensated"]
     assert "~legend" not in to_dot(machine, record, legend=False)
     svg = render(machine, tmp_path / "bare.svg", record, legend=False).read_text()
     assert "step done" not in svg
@@ -175,7 +175,7 @@ def test_legend_false_leaves_it_out_of_the_source_and_the_drawing(
 
 def test_policies_read_as_policies_and_counts_only_where_something_happened(
         drawings: Drawings) -> None:
-    machine, record = drawings["payment-stuck"]
+    machine, record, _ = drawings["payment-stuck"]
     plain, lived = to_dot(machine), to_dot(machine, record)
     assert "up to 5 tries" in plain
     assert "attempts" not in plain

@@ -31,7 +31,7 @@ DIAGRAMS = Path(__file__).resolve().parent.parent / "diagrams"
 needs_dot = pytest.mark.skipif(
     shutil.which("dot") is None and os.environ.get("STATESAGA_REQUIRE_SERVICES") != "1",
     reason="graphviz's dot is not installed: `make system` or apt-get install graphviz")
-Drawings = dict[str, tuple[SagaStateMachine, SagaRecord | None]]
+Drawings = dict[str, tuple[SagaStateMachine, SagaRecord | None, tuple[SagaRecord, ...]]]
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def stale(folder: Path, fresh: dict[str, str]) -> list[str]:
 
 
 def fresh_dots(drawings: Drawings) -> dict[str, str]:
-    return {f"{stem}.dot": to_dot(m, r) for stem, (m, r) in drawings.items()}
+    return {f"{stem}.dot": to_dot(m, r, children=c) for stem, (m, r, c) in drawings.items()}
 
 
 def test_the_committed_diagrams_are_those_of_the_examples_today(drawings: Drawings) -> None:
@@ -184,7 +184,7 @@ def test_a_stale_missing_or_leftover_diagram_is_caught(drawings: Drawings,
 
 
 def test_drawing_a_saga_is_the_same_whatever_its_times(drawings: Drawings) -> None:
-    machine, record = drawings["payment-stuck"]
+    machine, record, _ = drawings["payment-stuck"]
     assert record is not None
     later = attrs.evolve(record, history=tuple(
         attrs.evolve(t, at=t.at + timedelta(days=3), duration=None if t.duration is None
@@ -198,11 +198,11 @@ def test_drawing_a_saga_is_the_same_whatever_its_times(drawings: Drawings) -> No
 def test_main_draws_dot_and_svg_of_every_example(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert 0 == main([str(tmp_path / "out")])
-    stems = ["parallel-trip", "parallel-trip-compensated", "payment", "payment-stuck", "trip",
-             "trip-compensated"]
+    stems = ["order", "order-compensated", "parallel-trip", "parallel-trip-compensated",
+             "payment", "payment-stuck", "trip", "trip-compensated"]
     assert sorted(f"{s}{x}" for s in stems for x in (".dot", ".svg")) == sorted(
         p.name for p in (tmp_path / "out").iterdir())
-    assert 12 == len(capsys.readouterr().out.splitlines())
+    assert 16 == len(capsys.readouterr().out.splitlines())
 
 
 def test_python_m_statesaga_diagrams_without_a_folder_says_how_to_call_it(
@@ -350,7 +350,7 @@ def test_a_machine_with_nothing_to_undo_has_no_failed_state_nor_rail() -> None:
 
 
 def test_a_compensated_saga_draws_exactly_the_edges_it_took_bold(drawings: Drawings) -> None:
-    machine, record = drawings["trip-compensated"]
+    machine, record, _ = drawings["trip-compensated"]
     dot = to_dot(machine, record)
     bold = {(a, b) for a, b, at in edges(dot) if at.get("penwidth") == "3"}
     assert {("~start", "book_flight"), ("book_flight", "book_hotel"),
@@ -362,7 +362,7 @@ def test_a_compensated_saga_draws_exactly_the_edges_it_took_bold(drawings: Drawi
 
 
 def test_the_current_state_is_marked_and_failed_attempts_counted(drawings: Drawings) -> None:
-    machine, record = drawings["trip-compensated"]
+    machine, record, _ = drawings["trip-compensated"]
     dot = to_dot(machine, record)
     assert re.search(r"\tcompensated \[[^\n]*peripheries=2", dot)
     assert 1 == dot.count("peripheries=2")
@@ -375,7 +375,7 @@ def test_the_current_state_is_marked_and_failed_attempts_counted(drawings: Drawi
 
 def test_a_stuck_saga_shows_where_it_stopped_and_what_a_retry_would_undo(
         drawings: Drawings) -> None:
-    machine, record = drawings["payment-stuck"]
+    machine, record, _ = drawings["payment-stuck"]
     dot = to_dot(machine, record)
     rail = "~rail~compensating_"
     assert {("~start", "debit_payment_account"),
@@ -410,7 +410,7 @@ def _midway(record: SagaRecord, upto: int, status: SagaStatus) -> SagaRecord:
 
 def test_a_running_saga_shows_the_compensation_that_would_run_if_it_failed_now(
         drawings: Drawings) -> None:
-    machine, record = drawings["trip-compensated"]
+    machine, record, _ = drawings["trip-compensated"]
     assert record is not None
     running = _midway(record, 3, SagaStatus.RUNNING)  # in charge_payment
     dot = to_dot(machine, running)
@@ -424,7 +424,7 @@ def test_a_running_saga_shows_the_compensation_that_would_run_if_it_failed_now(
 
 
 def test_a_compensating_saga_shows_what_is_still_to_undo(drawings: Drawings) -> None:
-    machine, record = drawings["trip-compensated"]
+    machine, record, _ = drawings["trip-compensated"]
     assert record is not None
     undoing = _midway(record, 5, SagaStatus.COMPENSATING)  # in compensating_book_flight
     dot = to_dot(machine, undoing)
@@ -473,7 +473,7 @@ async def test_a_saga_with_backslashes_and_quotes_in_its_error_still_draws(
 
 
 def test_a_record_of_another_machine_is_refused_naming_both(drawings: Drawings) -> None:
-    _, record = drawings["trip-compensated"]
+    _, record, _ = drawings["trip-compensated"]
     assert record is not None
     with pytest.raises(SagaError) as error:
         to_dot(build_payment(), record)
@@ -494,7 +494,7 @@ def test_a_record_of_another_machine_is_refused_naming_both(drawings: Drawings) 
                                                (".pdf", b"%PDF-"), (".PNG", b"\x89PNG")])
 def test_render_draws_through_dot_in_the_format_of_the_suffix(
         drawings: Drawings, tmp_path: Path, suffix: str, magic: bytes) -> None:
-    machine, record = drawings["payment-stuck"]
+    machine, record, _ = drawings["payment-stuck"]
     path = render(machine, tmp_path / f"stuck{suffix}", record)
     assert tmp_path / f"stuck{suffix}" == path
     assert magic == path.read_bytes()[: len(magic)]
@@ -542,7 +542,7 @@ def test_jupyter_shows_a_machine_as_svg() -> None:
 
 @needs_dot
 def test_jupyter_shows_a_saga_on_its_machine(drawings: Drawings) -> None:
-    machine, record = drawings["trip-compensated"]
+    machine, record, _ = drawings["trip-compensated"]
     bundle = mimebundle(machine, record)
     assert "<saga 'trip-42' in compensated>" == bundle["text/plain"]
     assert "taken by this saga" in bundle["image/svg+xml"]
@@ -551,7 +551,7 @@ def test_jupyter_shows_a_saga_on_its_machine(drawings: Drawings) -> None:
 @needs_dot
 def test_a_diagram_of_a_saga_shows_itself_in_jupyter_and_draws_to_files(
         drawings: Drawings, tmp_path: Path) -> None:
-    machine, record = drawings["payment-stuck"]
+    machine, record, _ = drawings["payment-stuck"]
     diagram = Diagram(machine, record)
     assert mimebundle(machine, record) == diagram._repr_mimebundle_()
     assert to_dot(machine, record) == diagram.to_dot()
@@ -562,7 +562,7 @@ def test_a_diagram_of_a_saga_shows_itself_in_jupyter_and_draws_to_files(
 
 def test_a_diagram_refuses_a_saga_of_another_machine_when_it_is_made(
         drawings: Drawings) -> None:
-    _, record = drawings["payment-stuck"]
+    _, record, _ = drawings["payment-stuck"]
     with pytest.raises(SagaError, match="saga 'payment-7' ran under 'payment' version"):
         Diagram(build_trip(), record)
 
@@ -591,7 +591,7 @@ def test_mermaid_has_every_state_and_every_edge(drawings: Drawings) -> None:
 
 
 def test_mermaid_marks_a_stuck_saga(drawings: Drawings) -> None:
-    machine, record = drawings["payment-stuck"]
+    machine, record, _ = drawings["payment-stuck"]
     text = to_mermaid(machine, record)
     assert "    class failed current" in text
     assert "    class compensating_debit_payment_account stuck" in text
@@ -603,7 +603,7 @@ def test_mermaid_marks_a_stuck_saga(drawings: Drawings) -> None:
 
 
 def test_mermaid_marks_where_a_compensated_saga_ended(drawings: Drawings) -> None:
-    machine, record = drawings["trip-compensated"]
+    machine, record, _ = drawings["trip-compensated"]
     text = to_mermaid(machine, record)
     assert "    class compensated current" in text
     assert " stuck" not in text.split("classDef stuck", 1)[1]

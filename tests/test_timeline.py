@@ -1,18 +1,22 @@
-"""A saga's timeline, as `statesaga show` and the console print it: a group's branches named."""
+"""A saga's timeline, as `statesaga show` and the console print it: a group's branches
+named, and a saga's sub-sagas and parent."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 import structlog
 
-from statesaga import Orchestrator, SagaRecord, SQLiteStore
+from statesaga import Orchestrator, SagaRecord, SagaStore, SQLiteStore
 from statesaga.cli import main
 from statesaga.diagrams.examples import InstantClock
+from statesaga.examples.order import build_order, order_services
 from statesaga.examples.parallel_trip import build_parallel_trip, parallel_trip_services
 from statesaga.examples.trip import build_trip
+from statesaga.orchestrator_children import family
 from statesaga.timeline import format_timeline
 
 
@@ -76,3 +80,76 @@ def test_statesaga_show_names_the_branches_and_draws_the_group(
     assert "book[book_hotel]" in out
     assert "compensating_book[book_flight]" in out
     assert "subgraph cluster_book {" in drawing.read_text()
+
+
+# -- sub-sagas ------------------------------------------------------------------------------
+
+
+async def order_shipping_fails(store: SagaStore | None = None
+                               ) -> tuple[SagaRecord, list[SagaRecord]]:
+    orders = order_services()
+    orders.fail_at("ship")
+    orch = Orchestrator(store=store, clock=InstantClock())
+    with structlog.testing.capture_logs():
+        record = await orch.run(build_order(orders), {"amount": 25, "sku": "book"},
+                                saga_id="order-9")
+    return record, [await orch.store.load("order-9/pay")]
+
+
+async def test_the_timeline_names_the_sub_saga_its_step_runs_and_how_it_ended() -> None:
+    record, children = await order_shipping_fails()
+    text = format_timeline(record, times=False, children=children)
+    entered = next(line for line in text.splitlines() if "reserve_stock  " in line
+                   and "→ pay " in line)
+    assert entered.endswith("runs sub-saga 'order-9/pay'")
+    undone = next(line for line in text.splitlines()
+                  if line.startswith("↩") and "compensating_pay  " in line.split("→")[0])
+    assert undone.endswith("sub-saga 'order-9/pay' reverted")
+    assert text.splitlines()[-2:] == [
+        "sub-sagas:",
+        f"  pay: 'order-9/pay' (payment {children[0].version}) COMPENSATED in compensated"]
+
+
+async def test_a_sub_sagas_timeline_names_its_parent_and_its_revert() -> None:
+    record, children = await order_shipping_fails()
+    text = format_timeline(children[0], times=False, parent=record)
+    assert "completed" in text
+    assert "revert" in text
+    assert text.endswith("sub-saga of 'order-9' (order), its step pay: COMPENSATED in "
+                         "compensated")
+
+
+async def test_family_reads_a_sagas_parent_and_children_by_id_alone(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        record, children = await order_shipping_fails(store)
+        assert (None, ["order-9/pay"]) == (
+            lambda f: (f[0], [c.saga_id for c in f[1]]))(await family(store, record))
+        parent, grandchildren = await family(store, children[0])
+        assert ("order-9", []) == (parent.saga_id if parent else None, grandchildren)
+    finally:
+        await store.close()
+
+
+def test_statesaga_show_names_the_children_and_draws_them_inside_their_step(
+        capsys: pytest.CaptureFixture[str], store_url: str, tmp_path: Path) -> None:
+    async def seed() -> None:
+        store = SQLiteStore(store_url.removeprefix("sqlite:///"))
+        try:
+            await order_shipping_fails(store)
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+    drawing = tmp_path / "order-9.dot"
+    code = main(["--store", store_url, "show", "order-9", "--saga", "order_sagas:order",
+                 "--diagram", str(drawing)])
+    out = capsys.readouterr().out
+    assert 0 == code
+    assert "runs sub-saga 'order-9/pay'" in out
+    assert "  pay: 'order-9/pay' (payment " in out
+    dot = drawing.read_text()
+    assert 'label="order-9/pay: compensated"' in dot
+    code = main(["--store", store_url, "show", "order-9/pay", "--json"])
+    shown = json.loads(capsys.readouterr().out)
+    assert (0, "order-9", []) == (code, shown["parent"], shown["children"])

@@ -3,6 +3,8 @@
 `compensated` tops the compensation column, where the walk back ends; `completed` ends
 the forward column; `failed` hangs off a rail that every compensation state is tied to.
 A parallel group is a fork and a join with its branches between (`forks`), mirrored.
+A step that runs a sub-saga holds the child machine, its undo the child's mirror
+(`subsagas`): the parent's column runs straight through the child.
 An edge back up the column (a loop) runs down its left side, out of the layout's way.
 Edges are labelled with the machine's own events only: statesaga's (succeed, fail,
 timeout, abort, retry) are told by line style, and named once in the legend.
@@ -29,8 +31,9 @@ from ..graph import (
 )
 from ..records import COMPENSATED, COMPLETED, FAILED
 from .forks import BAR, cluster, draw_group
-from .lanes import LANE, branch_nodes, group_of, join, tail
-from .model import START, Key, column, drawn_states, edges, policy, short
+from .lanes import LANE, branch_nodes, group_of, join
+from .model import START, Key, column, drawn_states, edges, policy, short, sub_sagas
+from .subsagas import SUB_FILL, child_traces, draw_sub_saga, levels, sub_of, tail
 from .trace import Trace
 
 if TYPE_CHECKING:
@@ -66,12 +69,16 @@ LEGEND = (
 FILLS = {COMPLETED: "#dff0d8", COMPENSATED: "#dce7f5", FAILED: "#f6dcdc"}
 
 
-def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool = True) -> Any:
-    """The `graphviz.Digraph` of the machine, with `record`'s saga drawn on it."""
+def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool = True,
+            children: Iterable[SagaRecord] = ()) -> Any:
+    """The `graphviz.Digraph` of the machine, with `record`'s saga drawn on it (and the
+    records of its sub-sagas, `children`, inside their steps)."""
     import graphviz
 
     graph = machine.graph
     trace = Trace(machine, record) if record is not None else None
+    traces = child_traces(machine, record, children)
+    subs = sub_sagas(graph)
     title = f"saga {machine.name} \u00b7 version {machine.version}"
     if record is not None:
         title = f"{record.saga_id}: {record.status.value} ({title})"
@@ -85,7 +92,7 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
     }, node_attr={"shape": "box", "style": "rounded", "fontname": "Helvetica",
                   "fontsize": "11", "height": "0.4"},
         edge_attr={"fontname": "Helvetica", "fontsize": "9", "arrowsize": "0.7"})
-    if graph.lanes:
+    if graph.lanes or subs:
         g.attr(compound="true")  # an edge out of a group may start at its cluster's border
     order = [START_NODE, *column(graph), COMPLETED]
     comps = [mirror(s) for s in order[1:-1] if graph.compensable(s)]  # top to bottom
@@ -93,7 +100,9 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
     for state in drawn_states(graph):
         if group_of(graph, state) is not None:
             draw_group(g, graph, state, trace, _node, _edge)
-        else:
+        elif state in subs:
+            draw_sub_saga(g, graph, state, trace, traces, _node, _edge)
+        elif sub_of(graph, state) is None:
             g.node(state, **_node(graph, state, trace))
     for m in comps:
         g.node(_rail(m), label="", shape="point", width="0.05", color=GREY, group="rail",
@@ -102,8 +111,8 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
     _same_rank(g, [START_NODE, COMPENSATED])
     for state in order[1:-1]:
         _level(g, graph, state)
-    if comps and graph.lanes:  # clusters loosen the ranks' order: the rail stays right of
-        # the mirror column only if `failed`, where it ends, is right of that column's foot
+    if comps and (graph.lanes or subs):  # clusters loosen the ranks' order: the rail stays
+        # right of the mirror column only if `failed`, where it ends, is right of its foot
         g.node(FOOT, label="", shape="point", style="invis", width="0", group="mirror")
         g.edge(comps[-1], FOOT, style="invis", weight="10")
         _same_rank(g, [COMPLETED, FOOT, FAILED])
@@ -121,9 +130,9 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
             continue  # nothing of its own to undo: an unknown outcome walks back as a failure
         rank = {"constraint": "false"} if kind in (FAILURE, UNKNOWN) else {"weight": "10"}
         start = tail(graph, source)
-        if kind in (FAILURE, UNKNOWN) and source in graph.lanes:
+        if kind in (FAILURE, UNKNOWN) and (source in graph.lanes or source in subs):
             rank["ltail"] = cluster(source)  # any branch of the group: from its border,
-            start = join(source) if dest == mirror(source) else source  # the nearer bar
+            start = tail(graph, source) if dest == mirror(source) else source  # the nearer
         if kind in (FAILURE, UNKNOWN) and _row(graph, order, dest) > order.index(source):
             rank["headport"] = "n"  # a loop: down to an earlier visit, from above its label
         if kind == FORWARD and order.index(dest) <= order.index(source):
@@ -148,7 +157,7 @@ def digraph(machine: SagaStateMachine, record: SagaRecord | None, legend: bool =
         _rail_edge(g, _rail(comps[-1]), FAILED, trace, set(comps), **STYLES[STUCK],
                    weight="10")
     if legend:
-        _legend(g, trace, below=len(order) <= 10, groups=bool(graph.lanes))
+        _legend(g, trace, below=len(order) <= 10, groups=bool(graph.lanes), subs=bool(subs))
     return g
 
 
@@ -184,10 +193,11 @@ def _node(graph: Graph, state: str, trace: Trace | None) -> dict[str, str]:
     return attrs
 
 
-def _edge(g: Any, keys: Sequence[Key], events: Iterable[str], trace: Trace | None,
-          start: str | None = None, **rank: str) -> None:
+def _edge(g: Any, keys: Sequence[Key], events: Iterable[str], trace: Any,
+          start: str | None = None, head: str | None = None, **rank: str) -> None:
     """One drawn edge, standing for the transitions of `keys` (the first one's kind); drawn
-    from `start` when that is not the source's own node (a group's join bar)."""
+    from `start` and to `head` when those are not the states' own nodes (a group's join
+    bar, a child's state in its sub-saga step). `trace`: its `taken` and `would` edges."""
     source, dest, kind = keys[0]
     attrs = {**STYLES[kind], "class": kind, **rank}
     own = [e for e in events if e not in BUILT_IN]
@@ -204,7 +214,7 @@ def _edge(g: Any, keys: Sequence[Key], events: Iterable[str], trace: Trace | Non
             _highlight(attrs)
         if trace.taken.intersection(keys):
             _taken(attrs)
-    g.edge(start or source or START_NODE, dest, **attrs)
+    g.edge(start or source or START_NODE, head or dest, **attrs)
 
 
 def _rail_edge(g: Any, tail: str, head: str, trace: Trace | None, users: set[str],
@@ -259,6 +269,9 @@ def _level(g: Any, graph: Graph, state: str) -> None:
     """A compensation level with its step, with room between for the failure labels; a
     group's mirror upside down: its join level with the fork, its branches with theirs."""
     m = mirror(state)
+    if sub_of(graph, state) is not None:
+        levels(lambda nodes, gap: _same_rank(g, nodes, gap=gap), graph, state, _rail(m))
+        return
     if state not in graph.lanes:
         if graph.compensable(state):
             _same_rank(g, [state, m, _rail(m)], gap="2")
@@ -273,11 +286,13 @@ def _level(g: Any, graph: Graph, state: str) -> None:
     _same_rank(g, [join(state), m], gap="2")
 
 
-def _legend(g: Any, trace: Trace | None, below: bool, groups: bool) -> None:
+def _legend(g: Any, trace: Trace | None, below: bool, groups: bool, subs: bool) -> None:
     """Line styles explained in one small table, under the drawing or (tall) beside it."""
     rows: list[tuple[dict[str, str], str]] = [(STYLES[k], text) for k, text in LEGEND]
     if groups:
         rows.append(({"bar": "yes"}, "parallel: fork, branches at once, join"))
+    if subs:
+        rows.append(({"sub": "yes"}, "sub-saga: its machine in the step, its mirror in the undo"))
     if trace is not None:
         rows.append(({"penwidth": TAKEN_WIDTH}, "taken by this saga"))
         if trace.would or trace.rails_would:
@@ -294,6 +309,10 @@ def _legend(g: Any, trace: Trace | None, below: bool, groups: bool) -> None:
 
 def _sample(style: dict[str, str]) -> str:
     """A short line drawn as a table cell's border: solid, dashed, dotted, double, or bold."""
+    if "sub" in style:  # a sub-saga's cluster
+        return (f'<TABLE BORDER="1" STYLE="rounded" COLOR="#8a9bb5" CELLSPACING="0" '
+                f'CELLPADDING="0"><TR><TD WIDTH="26" HEIGHT="8" FIXEDSIZE="TRUE" '
+                f'BGCOLOR="{SUB_FILL}"></TD></TR></TABLE>')
     if "bar" in style:  # a group's fork or join
         return (f'<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0"><TR><TD WIDTH="30" '
                 f'HEIGHT="4" FIXEDSIZE="TRUE" BGCOLOR="{BAR}"></TD></TR></TABLE>')

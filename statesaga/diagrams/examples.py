@@ -8,14 +8,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import render
+from . import load_children, render
 
 if TYPE_CHECKING:
     from ..definition import SagaStateMachine
     from ..records import SagaRecord
 
 T = TypeVar("T")
-Drawings = dict[str, tuple["SagaStateMachine", "SagaRecord | None"]]
+# by file name: a machine, a saga of it (or None), and that saga's sub-sagas
+Drawings = dict[str, tuple["SagaStateMachine", "SagaRecord | None", tuple["SagaRecord", ...]]]
 
 
 class InstantClock:
@@ -41,12 +42,14 @@ class InstantClock:
 
 
 async def example_drawings() -> Drawings:
-    """The trip, payment and parallel trip sagas, a trip compensated after its payment
-    failed, a payment stuck because the debit cannot be refunded, and a parallel trip
-    compensated after its hotel failed while the car was still being rented: by file
-    name, with fixed saga ids."""
+    """The trip, payment, parallel trip and order sagas, a trip compensated after its
+    payment failed, a payment stuck because the debit cannot be refunded, a parallel trip
+    compensated after its hotel failed while the car was still being rented, and an order
+    compensated after shipping failed, its payment sub-saga reverted: by file name, with
+    fixed saga ids."""
     import structlog
 
+    from ..examples.order import build_order, order_services
     from ..examples.parallel_trip import build_parallel_trip, parallel_trip_services
     from ..examples.payment import build_payment, payment_services
     from ..examples.trip import build_trip, trip_services
@@ -60,6 +63,9 @@ async def example_drawings() -> Drawings:
     parallel_fakes.fail_at("book_hotel")
     failing_trip, failing_payment = build_trip(trip_fakes), build_payment(payment_fakes)
     failing_parallel = build_parallel_trip(parallel_fakes)
+    order_fakes = order_services()
+    order_fakes.fail_at("ship")
+    failing_order = build_order(order_fakes)
     orchestrator = Orchestrator(clock=InstantClock())
     with structlog.testing.capture_logs():  # the failures are the point: keep them quiet
         compensated = await orchestrator.run(failing_trip, {"flight": "LH1", "hotel": "Adlon"},
@@ -68,11 +74,16 @@ async def example_drawings() -> Drawings:
                                        saga_id="payment-7")
         undone = await orchestrator.run(failing_parallel, {"flight": "LH1", "hotel": "Adlon"},
                                         saga_id="trip-43")
-    return {"trip": (build_trip(), None), "payment": (build_payment(), None),
-            "parallel-trip": (build_parallel_trip(), None),
-            "trip-compensated": (failing_trip, compensated),
-            "payment-stuck": (failing_payment, stuck),
-            "parallel-trip-compensated": (failing_parallel, undone)}
+        reverted = await orchestrator.run(failing_order, {"amount": 25, "sku": "book-1"},
+                                          saga_id="order-9")
+    children = tuple(await load_children(orchestrator.store, failing_order, reverted))
+    return {"trip": (build_trip(), None, ()), "payment": (build_payment(), None, ()),
+            "parallel-trip": (build_parallel_trip(), None, ()),
+            "order": (build_order(), None, ()),
+            "trip-compensated": (failing_trip, compensated, ()),
+            "payment-stuck": (failing_payment, stuck, ()),
+            "parallel-trip-compensated": (failing_parallel, undone, ()),
+            "order-compensated": (failing_order, reverted, children)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = Path(args[0])
     out.mkdir(parents=True, exist_ok=True)
-    for stem, (machine, record) in asyncio.run(example_drawings()).items():
+    for stem, (machine, record, children) in asyncio.run(example_drawings()).items():
         for suffix in (".dot", ".svg"):
-            print(render(machine, out / (stem + suffix), record))
+            print(render(machine, out / (stem + suffix), record, children=children))
     return 0

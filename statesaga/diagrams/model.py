@@ -2,9 +2,8 @@
 
 Shared by the DOT and Mermaid output (and `Trace`, what one saga's history says about
 them); nothing here knows about graphviz. A parallel group's fork and join are `lanes`'.
-Sub-sagas (a step running another machine as the child saga "<parent id>/<step>", coming
-from the runtime) belong here as a kind of step: one state on the parent's drawing,
-marked as a child and linking to the child machine's own drawing, never drawn inside it.
+A step that runs a sub-saga (another machine, as the child saga "<parent id>/<step>") is
+a step here too, saying which machine it runs; `subsagas` draws the child inside it.
 """
 
 from __future__ import annotations
@@ -23,6 +22,14 @@ if TYPE_CHECKING:
 TIMES = "\u00d7"  # the multiplication sign, as in "failed 2x"
 START = "start"  # the kind of the drawn edge into the initial state
 Key = tuple[str, str, str]  # a drawn edge: (source, dest, kind)
+
+
+def sub_sagas(graph: Graph) -> dict[str, SagaStateMachine]:
+    """The steps of `graph` that run a child saga, and the child's machine, in order."""
+    from ..orchestrator_children import SubSaga
+
+    return {s: d.step.action.machine for s, d in graph.defs.items()
+            if isinstance(d.step.action, SubSaga)}
 
 
 def mirrors(graph: Graph) -> list[str]:
@@ -78,6 +85,10 @@ def policy(graph: Graph, state: str) -> list[str]:
     else:
         return []
     notes = [f"up to {attempts} tries"] if attempts > 1 else []
+    child = sub_sagas(graph).get(spec.name)
+    if child is not None:
+        notes.insert(0, f"runs sub-saga {child.name}" if state == spec.name else
+                     f"reverts sub-saga {child.name}")
     if state in graph.replies:
         notes.append(f"awaits {graph.replies[state][0]}")
     return notes + ([f"timeout {spec.timeout:g}s"] if spec.timeout is not None else [])

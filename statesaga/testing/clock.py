@@ -89,6 +89,9 @@ class FakeClock:
         idle_rounds = 0
         while self._timers:
             await asyncio.sleep(0)
+            if all(fut.done() for _, _, fut in self._timers):  # nobody waits any more (their
+                self._timers.clear()  # tasks were cancelled): stop now, without waiting for
+                break  # an idle loop, which another clock's driver would never let it see
             if self._threads:
                 self._quiet = asyncio.Event()
                 await self._quiet.wait()

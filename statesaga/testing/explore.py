@@ -30,6 +30,7 @@ from .scenarios import (
     plan,
 )
 from .stalls import late_problems, run_stalled, stall_plan
+from .subsagas import child_failing, child_plan, child_problems, own, sub_sagas
 
 
 def _simulated(where: str) -> None:
@@ -115,6 +116,7 @@ class _Explorer:
         orch = Orchestrator(store=store, clock=self.clock, lease=5)
         events = list(scenario.events or self.happy_events)
         record: SagaRecord | None
+        children: dict[str, SagaRecord | None] = {}
         sent = 0
         try:
             if scenario.stall_in is not None:
@@ -127,18 +129,21 @@ class _Explorer:
                 await self._inject(orch, saga_id, event)
                 sent += 1
             record = await orch.get(saga_id)
+            children = await self._children(self.store, saga_id)
         except SimulatedCrash:
             self.clock.advance(6)  # the dead process's lease runs out
             turns.begin(scenario.reverse, scenario.answer_late)  # all at work died
             fresh = reopen()
             again = Orchestrator(store=CrashingStore(fresh, None, False,
                                                      committed=turns.committed),
-                                 clock=self.clock, lease=5, sagas=[self.injector.copy])
+                                 clock=self.clock, lease=5,
+                                 sagas=[self.injector.copy, *self.injector.children])
             await again.recover()
             try:
                 for event in events[sent:]:  # the bus delivers again what was not acked
                     await self._inject(again, saga_id, event)
                 record = await fresh.load(saga_id)
+                children = await self._children(fresh, saga_id)
             except (SagaNotFound, UndeliverableEvent):
                 record = None
             if fresh is not self.store:
@@ -148,6 +153,8 @@ class _Explorer:
         if record is not None:
             violations += late_problems(self.injector, scenario, record,
                                         judged=self.snapshot is not None)
+            violations += child_problems(self.machine, record, children,
+                                         self.injector.journal)
         violations += [f"branch {b} went on without its turn: the explorer could not hold "
                        "the group's branches in order (a branch never reported back?)"
                        for b in turns.overdue]
@@ -156,6 +163,17 @@ class _Explorer:
         final = None if record is None else record.state
         return ScenarioResult(scenario.name, "violated" if violations else "ok",
                               scenario.expect, final, tuple(violations), saga_id), store.writes
+
+    async def _children(self, store: SagaStore, saga_id: str
+                        ) -> dict[str, SagaRecord | None]:
+        """The records of the saga's sub-sagas, by step (None: never started)."""
+        found: dict[str, SagaRecord | None] = {}
+        for step in sub_sagas(self.machine):
+            try:
+                found[step] = await store.load(f"{saga_id}/{step}")
+            except SagaNotFound:
+                found[step] = None
+        return found
 
     async def _inject(self, orch: Orchestrator, saga_id: str, event: str) -> None:
         """An event as it reaches the saga: sent, or its timer running out, or a person's abort."""
@@ -172,6 +190,7 @@ class _Explorer:
 
     def check(self, scenario: Scenario, record: SagaRecord | None, journal: Journal,
               before: str | None, after: str | None) -> list[str]:
+        journal = own(journal)  # the parent's steps (its children's are checked apart)
         if record is None:  # it crashed before its first write: it must have left no trace
             out = [] if not journal.ran else [f"steps ran but the saga was never stored: "
                                               f"{journal.ran}"]
@@ -238,7 +257,8 @@ async def explore_failures(
                 backwards, reverse_writes = await explorer.run(
                     Scenario(f"happy path{REVERSED}", "completed", reverse=True), reopen)
                 results.append(backwards)
-            scenarios: Sequence[Scenario] = [*plan(machine), *stall_plan(machine), *by_events]
+            scenarios: Sequence[Scenario] = [*plan(machine), *stall_plan(machine),
+                                             *child_plan(machine), *by_events]
             if crashes:
                 scenarios = [*scenarios, *await _crash_scenarios(
                     explorer, writes, reverse_writes, reopen)]
@@ -255,6 +275,16 @@ async def explore_failures(
 def _bounds(machine: SagaStateMachine, crashes: bool) -> tuple[str, ...]:
     """How the exploration was bounded where trying everything would not end."""
     out = []
+    for step, child in sub_sagas(machine).items():
+        out.append(
+            f"sub-saga step {step!r} (machine {child.name!r}): one level deep; each of its "
+            "steps raising (once, always) and timing out, each of its compensations raising "
+            "(once, always) when the child fails and when the parent fails after it"
+            + ("; a crash at every write (the child's included) on the happy path, with "
+               "the parent's last step failing (the child reverted) and with the child's "
+               "last step failing" if crashes else "")
+            + ". The child's parallel groups run in the order they happen to finish in, and "
+            "its sub-sagas are one step of it")
     for group, branches in machine.graph.lanes.items():
         ways = math.factorial(len(branches))
         out.append(
@@ -285,6 +315,7 @@ async def _crash_scenarios(explorer: _Explorer, happy_writes: int, reverse_write
                if any(graph.compensable(s) for s in graph.forward)]
     for branches in graph.lanes.values():
         failing += [(branches[-1], False), (branches[0], True)]
+    failing += [(step, False) for step in child_failing(explorer.machine)]
     for step, reverse in failing:
         probe = Scenario("probe", "compensated", raise_in=step, reverse=reverse)
         _, writes = await explorer.run(probe, reopen)

@@ -73,6 +73,7 @@ class Injector:
         self.stalled, self.wake = asyncio.Event(), asyncio.Event()
         self.late: str | None = None  # the stalled call: "landed" or "refused"
         self.late_fence: int | None = None
+        self.children: list[SagaStateMachine] = []  # the copies of the sub-sagas' machines
         self.copy = self._copy()
 
     def begin(self, scenario: Scenario) -> None:
@@ -105,19 +106,29 @@ class Injector:
         self._left[which] = left - 1
         return True
 
-    def _copy(self) -> SagaStateMachine:
+    def _copy(self, machine: SagaStateMachine | None = None, prefix: str = ""
+              ) -> SagaStateMachine:
         """The machine again, every action and compensation wrapped; all else the same
         (groups, policies), but a compensation is done when it returns: nobody here sends
-        the reply a confirmed one (choreography) would wait for."""
-        m = self.machine
+        the reply a confirmed one (choreography) would wait for. A sub-saga step runs a
+        copy of its child machine, whose steps are named "<step>/<child step>" here."""
+        from ..orchestrator_children import SubSaga
+
+        m = machine or self.machine
         copy = SagaStateMachine(m.name, deadline=m.deadline, data=m.data_type)
         for d in m._defs:
             spec = d.step
+            action = spec.action
+            if isinstance(action, SubSaga):  # registered beside it: its wrapper hides it
+                child = self._copy(action.machine, f"{prefix}{d.name}/")
+                self.children.append(child)
+                action = SubSaga(child, action.data)
+            name = prefix + d.name
             copy._defs.append(attrs.evolve(d, step=attrs.evolve(
                 spec,
-                action=None if spec.action is None else self._action(d.name, spec.action),
+                action=None if action is None else self._action(name, action),
                 compensation=(None if spec.compensation is None
-                              else self._undo(d.name, spec.compensation)),
+                              else self._undo(name, spec.compensation)),
                 confirm=None, refuse=None)))
         copy._edges = list(m._edges)
         copy._problems = list(m._problems)
@@ -180,9 +191,8 @@ REVERSED = " (branches finishing in reverse)"
 def runnable(machine: SagaStateMachine) -> list[str]:
     """The steps that run something, in order, a parallel group's branches in its place.
 
-    A sub-saga step (coming: a step that runs a child saga) is one step here: it raises,
-    times out and is compensated like any other; its child's own failures are explored
-    on the child's machine.
+    A sub-saga step (a step that runs a child saga) is one step here: it raises, times
+    out and is compensated like any other; its child's own steps are `subsagas`' plan.
     """
     graph = machine.graph
     out: list[str] = []

@@ -6,7 +6,9 @@ import asyncio
 import hmac
 import re
 from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import attrs
@@ -14,6 +16,7 @@ import attrs
 from ..clock import Clock, SystemClock
 from ..definition import SagaStateMachine
 from ..orchestrator import Orchestrator
+from ..orchestrator_children import family
 from ..records import SagaRecord, SagaStatus, Transition
 from ..stores.base import SagaStore
 from ..stores.reads import UNFINISHED, SagaQuery, SagaReader, SagaSummary, reader
@@ -41,7 +44,7 @@ class Console:
     clock: Clock = attrs.field(factory=SystemClock)
     orchestrator: Orchestrator = attrs.field(init=False)
     reads: SagaReader = attrs.field(init=False)
-    _svgs: OrderedDict[tuple[str, int], str] = attrs.field(init=False, factory=OrderedDict)
+    _svgs: OrderedDict[tuple[Any, ...], str] = attrs.field(init=False, factory=OrderedDict)
 
     def __attrs_post_init__(self) -> None:
         self.reads = reader(self.store)
@@ -74,9 +77,17 @@ class Console:
                                                self.reads.saga_summary(saga_id))
         return record, summary
 
-    def saga_json(self, record: SagaRecord, summary: SagaSummary) -> dict[str, Any]:
+    async def family(self, record: SagaRecord) -> tuple[SagaRecord | None, list[SagaRecord]]:
+        """The saga it is a sub-saga of (or None), and its own sub-sagas."""
+        return await family(self.store, record)
+
+    def saga_json(self, record: SagaRecord, summary: SagaSummary,
+                  parent: SagaRecord | None = None,
+                  children: Sequence[SagaRecord] = ()) -> dict[str, Any]:
         machine = self.machine(record)
         return summary_json(summary) | {
+            "parent": None if parent is None else kin_json(parent),
+            "children": [kin_json(c) for c in children],
             "data": dict(record.data), "results": dict(record.results),
             "history": [transition_json(t) for t in record.history],
             "steps": [attrs.asdict(s) for s in step_statuses(record, machine)],
@@ -86,17 +97,21 @@ class Console:
                         "abort": not record.is_terminal and not self.read_only},
             "read_only": self.read_only}
 
-    async def svg(self, record: SagaRecord) -> str | None:
-        """The saga's live diagram as inline SVG (None if its definition is not known);
-        drawn once per revision."""
+    async def svg(self, record: SagaRecord, children: Sequence[SagaRecord] = ()
+                  ) -> str | None:
+        """The saga's live diagram as inline SVG (None if its definition is not known), its
+        sub-sagas drawn inside their steps; drawn once per revision (of it and of them)."""
         machine = self.machine(record)
         if machine is None:
             return None
-        key = (record.saga_id, record.revision)
+        from ..diagrams.subsagas import drawable
+
+        inside = drawable(machine, record, children)
+        key = (record.saga_id, record.revision, *(c.revision for c in inside))
         if key not in self._svgs:
             from ..diagrams import to_svg
 
-            svg = await asyncio.to_thread(to_svg, machine, record)
+            svg = await asyncio.to_thread(partial(to_svg, children=inside), machine, record)
             match = _SVG_START.search(svg)
             self._svgs[key] = svg[match.start():] if match else svg
             while len(self._svgs) > 256:
@@ -147,6 +162,12 @@ def summary_json(s: SagaSummary) -> dict[str, Any]:
             "status": s.status.value, "error": s.error, "created_at": iso(s.created_at),
             "updated_at": iso(s.updated_at), "owner": s.owner, "lease_until": s.lease_until,
             "revision": s.revision, "waiting": s.waiting, "cursor": s.cursor}
+
+
+def kin_json(r: SagaRecord) -> dict[str, Any]:
+    """A parent or child saga, as its relative's page names it: the step it is, or runs."""
+    return {"saga_id": r.saga_id, "step": r.saga_id.rpartition("/")[2], "name": r.name,
+            "status": r.status.value, "state": r.state}
 
 
 def transition_json(t: Transition) -> dict[str, Any]:

@@ -168,7 +168,8 @@ def saga_page(saga: Mapping[str, Any], *, svg: str | None, timeline: str, advice
                               f'{e(when(saga["updated_at"]))}'),
         ("worker", e(saga["owner"] or "none") + (f' (lease until {e(saga["lease_until"])})'
                                                   if saga["owner"] else "")),
-        ("error", f'<span class="id">{e(saga["error"] or "none")}</span>')])
+        ("error", f'<span class="id">{e(saga["error"] or "none")}</span>'),
+        *kin_rows(saga)])
     steps = table(("step", "forward", "tries", "undo", "undo tries"), [
         (f'<code>{e(s["step"])}</code>', e(s["forward"]), e(s["attempts"] or ""),
          e(s["undo"]), e(s["undo_attempts"] or "")) for s in saga["steps"]])
@@ -181,11 +182,35 @@ def saga_page(saga: Mapping[str, Any], *, svg: str | None, timeline: str, advice
     live = (("" if not flash else f'<div class="ok">{e(flash)}</div>')
             + (f'<div class="bad"><strong>Stuck.</strong> {advice}</div>' if saga["stuck"]
                else "")
-            + facts + drawing + "<h2>Steps</h2>" + steps
+            + facts + drawing + "<h2>Steps</h2>" + steps + sub_sagas(saga)
             + f"<h2>Timeline</h2><pre>{e(timeline)}</pre>"
             + values("Data", saga["data"]) + values("Results", saga["results"]))
     before = "" if read_only else actions(saga)
     return layout(f"Saga {cut(sid, 60)}", live, read_only=read_only, before=before), live
+
+
+def kin_rows(saga: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A sub-saga's parent, linked, among its facts."""
+    parent = saga.get("parent")
+    if not parent:
+        return []
+    step = saga["saga_id"].rpartition("/")[2]
+    return [("sub-saga of", f'<a class="id" href="{e(saga_url(parent["saga_id"]))}">'
+             f'{e(cut(parent["saga_id"], 60))}</a> ({e(parent["name"])}), its step '
+             f'<code>{e(step)}</code>: <span class="s-{e(parent["status"])}">'
+             f'{e(parent["status"])}</span>')]
+
+
+def sub_sagas(saga: Mapping[str, Any]) -> str:
+    """The saga's sub-sagas, each linked to its own page; nothing when it has none."""
+    children = saga.get("children") or []
+    if not children:
+        return ""
+    return "<h2>Sub-sagas</h2>" + table(("step", "saga", "name", "status", "state"), [
+        (f'<code>{e(c["step"])}</code>', f'<a class="id sub-saga" href="'
+         f'{e(saga_url(c["saga_id"]))}">{e(cut(c["saga_id"], 60))}</a>', e(c["name"]),
+         f'<span class="s-{e(c["status"])}">{e(c["status"])}</span>', e(cut(c["state"])))
+        for c in children])
 
 
 def actions(saga: Mapping[str, Any]) -> str:

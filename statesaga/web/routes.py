@@ -182,12 +182,13 @@ class Views:
         if request.method != "GET":
             raise Problem(405, "only GET here")
         record, summary = await self.console.saga(saga_id)
+        parent, children = await self.console.family(record)
         if what == "diagram.svg":
-            return await self.diagram(record)
-        data = self.console.saga_json(record, summary)
+            return await self.diagram(record, children)
+        data = self.console.saga_json(record, summary, parent, children)
         if wants_json(request):
             return JSONResponse(data)
-        svg = await self._svg(record)
+        svg = await self._svg(record, children)
         from ..cli_sagas import command_line
 
         shell = command_line(self.console.store.url, False, [], record.name, record.version,
@@ -202,22 +203,23 @@ class Views:
                   + f", or from a shell: <code>{html.e(shell)}</code>")
         flash = FLASH.get(request.query_params.get("done", ""))
         return page(request, *html.saga_page(
-            data, svg=svg, timeline=format_timeline(record), advice=advice, flash=flash,
+            data, svg=svg, timeline=format_timeline(record, children=children, parent=parent),
+            advice=advice, flash=flash,
             register_hint=REGISTER, read_only=self.console.read_only))
 
-    async def _svg(self, record: Any) -> str | None:
+    async def _svg(self, record: Any, children: Any) -> str | None:
         try:
-            return await self.console.svg(record)
+            return await self.console.svg(record, children)
         except SagaError:  # no `dot` here: the page shows the timeline, the .svg says why
             return None
 
-    async def diagram(self, record: Any) -> Response:
+    async def diagram(self, record: Any, children: Any) -> Response:
         if self.console.machine(record) is None:
             raise Problem(404, f"the definition {record.name} version {record.version} is not "
                                "registered with this console, so it cannot draw the saga",
                           REGISTER)
         try:
-            svg = await self.console.svg(record)
+            svg = await self.console.svg(record, children)
         except SagaError as exc:
             raise Problem(503, str(exc)) from exc
         return Response(svg, media_type="image/svg+xml",
@@ -246,7 +248,8 @@ class Views:
             raise Problem(409, str(exc)) from exc
         if wants_json(request):
             summary = await self.console.reads.saga_summary(saga_id)
-            return JSONResponse(self.console.saga_json(record, summary) | {"done": done})
+            kin = await self.console.family(record)
+            return JSONResponse(self.console.saga_json(record, summary, *kin) | {"done": done})
         return RedirectResponse(html.saga_url(saga_id, f"?done={done}"), 303)
 
     async def _body(self, request: Request) -> dict[str, Any]:
