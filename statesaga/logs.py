@@ -121,6 +121,10 @@ def _nop(event: str, *args: Any, **fields: Any) -> None:
     """A level that is off."""
 
 
+quiet: Method = _nop
+"""What a level that is off hands out: `if log.info is not quiet:` skips building fields."""
+
+
 def _structured(method: Method, event: str, *args: Any, **fields: Any) -> None:
     """A structlog call below ERROR with DEBUG off: an exception is logged as its gist."""
     if "exc_info" in fields:

@@ -80,6 +80,7 @@ class _Instruments:
                  tracer_provider: Any = None, meter_provider: Any = None) -> None:
         self.context, self.propagate, self.trace = context, propagate, trace
         self.own = tracer_provider is not None or meter_provider is not None
+        self.live = False  # a provider was found set (it stays set: OpenTelemetry's rule)
         self._globals = (trace, getattr(metrics, "_internal", None))
         self.tracer = (tracer_provider or trace).get_tracer("statesaga")
         meter = (meter_provider or metrics).get_meter("statesaga")
@@ -109,9 +110,12 @@ class _Instruments:
         """Nothing can record: no provider given and none set globally yet (the API's own
         globals, None until `set_tracer_provider` / `set_meter_provider`). Spans and metrics
         would all be no-ops, so the hot path skips them; once one is set, they are made."""
+        if self.live:
+            return False
         trace, metrics = self._globals
-        return not self.own and getattr(trace, "_TRACER_PROVIDER", True) is None \
-            and getattr(metrics, "_METER_PROVIDER", True) is None
+        self.live = self.own or getattr(trace, "_TRACER_PROVIDER", True) is not None \
+            or getattr(metrics, "_METER_PROVIDER", True) is not None  # set once, for good
+        return not self.live
 
 
 class _Span:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import kernel, telemetry
 from .codec import storable_text
 from .exceptions import CommitOutcomeUnknown, RevisionConflict, StoreError
+from .logs import quiet
 from .records import TERMINALS, Kind, Transition
 from .stores.base import Commit, SagaStore, Signals, store_time
 
@@ -55,11 +56,13 @@ async def write(runner: Runner, run: SagaRun, move: kernel.Move, *, step: str | 
         telemetry.saga_ended(run.definition.name, move.dest)
     elif signals.abort is not None and run.abort is None:
         run.abort = signals.abort
-    run.log.info("saga.transition", source=move.source or None, dest=move.dest,
-                 trigger=move.event, step=step, attempt=attempt,
-                 duration_ms=None if duration is None else round(duration * 1000, 3))
-    if move.kind is Kind.FAILURE or move.kind is Kind.UNKNOWN:
-        run.log.info("saga.compensating", step=step, trigger=move.event, error=error)
+    info = run.log.info
+    if info is not quiet:  # the fields are only worth building for a log that shows them
+        info("saga.transition", source=move.source or None, dest=move.dest,
+             trigger=move.event, step=step, attempt=attempt,
+             duration_ms=None if duration is None else round(duration * 1000, 3))
+        if move.kind is Kind.FAILURE or move.kind is Kind.UNKNOWN:
+            info("saga.compensating", step=step, trigger=move.event, error=error)
 
 
 async def _commit(runner: Runner, run: SagaRun, commit: Commit) -> Signals:

@@ -39,6 +39,8 @@ def store_time(clock: Clock) -> float | None:
 
 def storable(t: Transition) -> Transition:
     """`t` with its error and reason texts made storable (`codec.storable_text`)."""
+    if t.error is None and t.reason is None:  # most transitions: nothing to check
+        return t
     error, reason = storable_text(t.error), storable_text(t.reason)
     if error is t.error and reason is t.reason:
         return t
@@ -107,8 +109,8 @@ class QueuedEvent:
     received_at: datetime
 
 
-@attrs.frozen
-class Commit:
+@attrs.define  # not frozen: one is built per transition (frozen attrs costs 4x to build),
+class Commit:  # and none is changed once built
     """One transition of one saga, written atomically (write-ahead, before the next action).
 
     `revision` is the saga's new revision; the store applies the commit only if the stored

@@ -85,6 +85,9 @@ def _now(now: float | None) -> float:
     return time.time() if now is None else now
 
 
+_QUIET = Signals()  # nothing to tell: the common answer to a commit
+
+
 class InMemoryStore(Opened):
     """Keeps sagas in memory, with the same semantics as the durable stores (JSON, revisions)."""
 
@@ -155,6 +158,8 @@ class InMemoryStore(Opened):
             self._m.inbox.add(("saga", commit.inbox))
         if commit.consumed is not None:
             row.events = [e for e in row.events if e.seq != commit.consumed]
+        if row.abort is None and not row.events:
+            return _QUIET
         return Signals(abort=row.abort, events=len(row.events))
 
     async def list(
