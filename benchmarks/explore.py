@@ -87,7 +87,10 @@ async def run() -> list[str]:
         "Each scenario runs the saga on a temporary SQLite file (durability normal) with a "
         "virtual clock; a crash scenario reopens the store and recovers in a fresh "
         "orchestrator. The skipped ones are the deadline scenarios of the sagas without a "
-        "deadline (the payment sub-saga has one: its steps' are run).",
+        "deadline (the payment sub-saga has one: its steps' are run). Each count includes "
+        "the stalled-worker scenarios: one per step with a compensation and a step after "
+        "it, outside groups (a worker paused in it past its lease, another taking over and "
+        "compensating, the late call refused by the example services' fence check).",
         "",
         *(f"- {n}" for n in notes),
     ]
