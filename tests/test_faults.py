@@ -6,12 +6,14 @@ Each test names the case it covers; each failed before its fix.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from storekit import Backend
 
 from statesaga import Orchestrator, SagaStateMachine, SagaStatus, StepContext
+from statesaga.stores.base import Signals
 
 
 class Unprintable(Exception):
@@ -124,3 +126,41 @@ async def test_a_hook_whose_error_cannot_be_printed_fails_its_move_not_the_worke
     with pytest.raises(Unprintable):  # the hook's own error, not one raised describing it
         await orch.send("hook-1", "go")
     assert before.state == (await store.load("hook-1")).state
+
+
+async def test_a_stale_commit_batched_with_a_live_one_of_the_same_saga_is_refused(
+        durable: Backend) -> None:
+    from storekit import create, saga, step
+
+    from statesaga import SagaConflict
+
+    store = durable.store(max_size=4) if durable.kind == "postgres" else durable.store()
+    for i in ("s1", "s2"):
+        await create(store, saga(i))
+    live, stale = step("s1", 2, "book", "pay"), step("s1", 5, "book", "refund")
+
+    outcomes = await asyncio.gather(store.commit(step("s2", 2, "book", "pay")),
+                                    store.commit(live), store.commit(stale),
+                                    return_exceptions=True)
+
+    assert [Signals(), Signals()] == outcomes[:2]
+    assert isinstance(outcomes[2], SagaConflict)  # not reported as applied: a phantom
+    record = await store.load("s1")
+    assert (2, "pay") == (record.revision, record.state)
+    assert 2 == await durable.transitions(store, "s1")
+
+
+async def test_two_creates_of_one_saga_batched_together_create_it_once(durable: Backend
+                                                                      ) -> None:
+    from storekit import create, saga
+
+    from statesaga import SagaConflict
+
+    store = durable.store(max_size=4) if durable.kind == "postgres" else durable.store()
+
+    outcomes = await asyncio.gather(create(store, saga("s0")), create(store, saga("s1")),
+                                    create(store, saga("s1")), return_exceptions=True)
+
+    assert not isinstance(outcomes[0], BaseException)
+    assert 1 == sum(isinstance(o, SagaConflict) for o in outcomes[1:])
+    assert 1 == await durable.transitions(store, "s1")
