@@ -164,3 +164,28 @@ async def test_two_creates_of_one_saga_batched_together_create_it_once(durable: 
     assert not isinstance(outcomes[0], BaseException)
     assert 1 == sum(isinstance(o, SagaConflict) for o in outcomes[1:])
     assert 1 == await durable.transitions(store, "s1")
+
+
+async def test_a_worker_whose_clock_runs_40_s_ahead_does_not_fire_a_deadline_early_on_postgres(
+        postgres_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timers are the database's on PostgreSQL (many machines, many clocks); SQLite serves
+    one machine, whose clock every worker shares."""
+    import time
+
+    from statesaga import PostgresStore
+
+    m = SagaStateMachine("timed", deadline=30)
+    m.step("a", lambda ctx: None, compensation=lambda ctx: None)
+    m.step("b", lambda ctx: None)
+    first = PostgresStore(postgres_dsn, schema=pg_schema)
+    await Orchestrator(store=first).start(m, saga_id="t1")  # deadline: 30 s from now
+    await first.close()
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 40)
+    skewed = PostgresStore(postgres_dsn, schema=pg_schema)
+    try:
+        report = await Orchestrator(store=skewed, sagas=[m]).recover()
+        assert ["t1"] == [r.saga_id for r in report.recovered]
+        assert SagaStatus.COMPLETED is (await skewed.load("t1")).status
+    finally:
+        await skewed.close()

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import inspect
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -59,6 +60,7 @@ class PgConnections(Opened):
         self._failures = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                           asyncpg.InternalClientError)
         self._dsn, self._secrets = dsn, _secrets(dsn)
+        self.clock_offset = 0.0  # the server's clock minus this machine's (`StoreClock`)
         self.schema = schema
         self.min_size, self.max_size, self.connect_timeout = min_size, max_size, connect_timeout
         self.url = redact(dsn) if schema == "statesaga" else redact(
@@ -103,6 +105,7 @@ class PgConnections(Opened):
             try:
                 async with pool.acquire() as conn:
                     await self._migrate(conn)
+                    self.clock_offset = await self._offset(conn)
             except BaseException:
                 await pool.close()
                 raise
@@ -120,6 +123,17 @@ class PgConnections(Opened):
             for conn in idle:
                 await pool.release(conn)
             await pool.close()
+
+    async def _offset(self, conn: Any) -> float:
+        """How far the server's clock is ahead of this machine's (read halfway through a
+        round trip). This machine's clock is read as it is (time.time, not a `Clock`): it is
+        what is measured."""
+        try:
+            before = time.time()
+            server = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+            return float(server) - (before + time.time()) / 2
+        except self._failures as exc:
+            raise self._failed(exc) from exc
 
     async def _migrate(self, conn: Any) -> None:
         try:

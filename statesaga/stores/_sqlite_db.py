@@ -47,7 +47,12 @@ from_ts = datetime.fromisoformat
 
 
 def clock(now: float | None) -> float:
-    """`now`, or the store's own clock (this machine's) when None."""
+    """`now`, or the store's own clock (this machine's) when None.
+
+    One machine, one clock: every process using one SQLite file runs on the machine that
+    holds it (SQLite's locks do not hold over a network share), so leases, timers and
+    deadlines all read the same clock, and a skew between workers cannot happen. (PostgreSQL
+    serves many machines: its leases and timers read the database's clock, `StoreClock`.)"""
     return time.time() if now is None else now
 
 
