@@ -104,6 +104,12 @@ class StoreError(SagaError):
     """The saga store failed: unreachable, corrupt row, or a schema it cannot use."""
 
 
+class StoreRefused(StoreError):
+    """The store refused one saga's write for what it holds (a value its database will not
+    take, a constraint): writing it again would fail again. The saga is set failed rather
+    than run again and again (`Trigger.GIVE_UP`)."""
+
+
 class CommitOutcomeUnknown(StoreError):
     """The connection failed while a commit was in flight: it may or may not be stored.
 

@@ -189,3 +189,77 @@ async def test_a_worker_whose_clock_runs_40_s_ahead_does_not_fire_a_deadline_ear
         assert SagaStatus.COMPLETED is (await skewed.load("t1")).status
     finally:
         await skewed.close()
+
+
+async def test_a_saga_whose_move_the_store_refuses_ends_failed_saying_why_and_is_not_rerun(
+        durable: Backend) -> None:
+    store = durable.store()
+    await store.open()
+    if durable.kind == "sqlite":
+        await durable.sql("CREATE TRIGGER boom BEFORE INSERT ON transitions WHEN "
+                          "NEW.dest = 'b' BEGIN SELECT RAISE(ABORT, 'no b here'); END")
+    else:
+        await durable.sql("ALTER TABLE transitions ADD CONSTRAINT boom CHECK (dest <> 'b')")
+    calls: list[str] = []
+    m = SagaStateMachine("refused")
+    m.step("a", lambda ctx: calls.append("a"), compensation=lambda ctx: calls.append("undo a"))
+    m.step("b", lambda ctx: calls.append("b"))
+    orch = Orchestrator(store=store)
+
+    record = await orch.run(m, saga_id="u1")
+
+    assert SagaStatus.FAILED is record.status
+    assert record.error is not None
+    assert "the store refused to write its move out of a" in record.error
+    assert "statesaga retry u1" in record.error
+    assert record == await store.load("u1")
+    report = await Orchestrator(store=store, sagas=[m]).recover()
+    assert ((), ()) == (report.recovered, report.failed)  # never run again
+    assert ["a"] == calls
+    if durable.kind == "sqlite":  # fixed: a retry undoes what it did
+        await durable.sql("DROP TRIGGER boom")
+    else:
+        await durable.sql("ALTER TABLE transitions DROP CONSTRAINT boom")
+    assert SagaStatus.COMPENSATED is (await orch.retry("u1")).status
+    assert ["a", "undo a"] == calls
+
+
+class FailsOnce:
+    """A store whose first commit of one saga raises what no store should (a bug)."""
+
+    def __init__(self, store: Any, saga_id: str) -> None:
+        self._store, self.saga_id, self.failed = store, saga_id, False
+
+    async def commit(self, commit: Any) -> Any:
+        if commit.saga_id == self.saga_id and not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in the store")
+        return await self._store.commit(commit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_saga_statesaga_fails_on_ends_failed_saying_why_and_is_not_run_again(
+        durable: Backend) -> None:
+    calls: list[str] = []
+    m = SagaStateMachine("plain")
+    m.step("a", lambda ctx: calls.append("a"), compensation=lambda ctx: calls.append("undo"))
+    m.step("b", lambda ctx: None)
+    plain = durable.store()
+    for saga_id in ("ok-1", "bug", "ok-2"):
+        await Orchestrator(store=plain).start(m, saga_id=saga_id)
+    store = FailsOnce(plain, "bug")
+    orch = Orchestrator(store=store, sagas=[m])  # type: ignore[arg-type]
+
+    report = await orch.recover()
+
+    assert ["ok-1", "ok-2"] == sorted(r.saga_id for r in report.recovered)
+    assert [] == [f for f in report.failed if not f.startswith("bug: RuntimeError")]
+    stuck = await plain.load("bug")
+    assert SagaStatus.FAILED is stuck.status
+    assert stuck.error is not None
+    assert "running it failed (RuntimeError: a bug in the store)" in stuck.error
+    assert ((), ()) == ((again := await orch.recover()).recovered, again.failed)
+    assert SagaStatus.COMPENSATED is (await orch.retry("bug")).status
+    assert ["a", "a", "a", "undo"] == calls

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..exceptions import CommitOutcomeUnknown, SagaError, StoreError
+from ..exceptions import CommitOutcomeUnknown, SagaError, StoreError, StoreRefused
 from . import _sql
 from .base import Opened
 from .urls import redact
@@ -27,6 +27,9 @@ BY_KEY = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin":
 # SQLSTATEs that say the connection (not the statement) failed: class 08, and the server
 # shutting down or refusing (57P01-57P03). A statement in flight then may have committed.
 _LOST_STATES = ("57P01", "57P02", "57P03")
+# SQLSTATE classes of a refused write: data exception (a NUL, a bad value), integrity
+# constraint violation, program limit exceeded (a value too large).
+_REFUSED_CLASSES = ("22", "23", "54")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -203,11 +206,22 @@ class PgConnections(Opened):
                 f"the connection to the saga store {self.url} failed while a write was in "
                 f"flight ({what}): it may or may not have been stored; load the saga again "
                 "before doing anything else with it")
-        if not isinstance(exc, self._failures):  # refused by the driver before it was sent
-            what = f"refused by the driver: {what}"
+        if not isinstance(exc, self._failures) or self._refused(exc):
+            if not isinstance(exc, self._failures):  # refused by the driver before it was sent
+                what = f"refused by the driver: {what}"
+            return StoreRefused(
+                f"the saga store {self.url} refused the write ({what}); the transaction was "
+                "rolled back, so nothing was half-written")
         return StoreError(
             f"the saga store {self.url} failed ({what}); the transaction was rolled back, so "
             "nothing was half-written: fix the cause, then resume the saga")
+
+    def _refused(self, exc: BaseException) -> bool:
+        """Did the server refuse what was written (a value, a constraint, a trigger's raise),
+        so that writing it again would fail again?"""
+        state = getattr(exc, "sqlstate", None) or ""
+        return isinstance(exc, self._asyncpg.PostgresError) and (
+            state[:2] in _REFUSED_CLASSES or state == "P0001")
 
     def _scrub(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
