@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import sys
 import tempfile
 import uuid
@@ -34,23 +35,30 @@ async def main(argv: list[str]) -> int:
     plan = Plan(sagas=args.sagas, start_for=args.start_for, seed=args.seed)
     print(f"chaos: {plan}", flush=True)
     results: list[Figures] = []
-    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
-        if args.only in (None, "sqlite"):
-            url = f"sqlite:///{Path(tmp) / 'sagas.db'}?durability=normal"
-            results.append(await run_round(url, plan, Path(tmp) / "sqlite"))
+    tmp = Path(tempfile.mkdtemp(prefix="chaos-"))  # kept when a round breaks an invariant
+    if args.only in (None, "sqlite"):
+        url = f"sqlite:///{tmp / 'sagas.db'}?durability=normal"
+        results.append(await run_round(url, plan, tmp / "sqlite"))
+        print(results[-1], flush=True)
+    if args.only in (None, "postgres"):
+        schema = f"chaos_{uuid.uuid4().hex[:12]}"
+        try:
+            results.append(await run_round(f"{POSTGRES}?schema={schema}", plan,
+                                           tmp / "postgres"))
             print(results[-1], flush=True)
-        if args.only in (None, "postgres"):
-            schema = f"chaos_{uuid.uuid4().hex[:12]}"
-            try:
-                results.append(await run_round(f"{POSTGRES}?schema={schema}", plan,
-                                               Path(tmp) / "postgres"))
-                print(results[-1], flush=True)
-            finally:
+        finally:
+            if results and results[-1].database == "PostgreSQL" and not results[-1].ok:
+                print(f"kept for a post-mortem: schema {schema} of {POSTGRES}")
+            else:
                 await drop_postgres_schema(POSTGRES, schema)
     for figures in results:
         for problem in figures.problems[:20]:
             print(f"  {figures.database}: {problem}")
     ok = all(f.ok for f in results)
+    if ok:
+        shutil.rmtree(tmp)
+    else:
+        print(f"kept for a post-mortem: {tmp} (the SQLite store, the workers' logs)")
     print(f"chaos: {'0 invariants broken' if ok else 'INVARIANTS BROKEN'} (seed {plan.seed})")
     return 0 if ok else 1
 
