@@ -263,3 +263,56 @@ async def test_a_saga_statesaga_fails_on_ends_failed_saying_why_and_is_not_run_a
     assert ((), ()) == ((again := await orch.recover()).recovered, again.failed)
     assert SagaStatus.COMPENSATED is (await orch.retry("bug")).status
     assert ["a", "a", "a", "undo"] == calls
+
+
+async def test_an_event_for_a_saga_whose_definition_is_not_here_is_refused_before_any_claim(
+        durable: Backend) -> None:
+    from statesaga import SagaNotRegistered
+
+    theirs = SagaStateMachine("theirs")
+    theirs.add_state("waiting")
+    theirs.add_transition("waiting", "completed", "go")
+    ours = SagaStateMachine("ours")
+    ours.step("a", lambda ctx: None)
+    store = durable.store()
+    before = await Orchestrator(store=store).start(theirs, saga_id="t1")
+
+    with pytest.raises(SagaNotRegistered):
+        await Orchestrator(store=store, sagas=[ours]).send("t1", "go")
+
+    after = await store.load("t1")
+    assert (before.revision, before.fence, before.state) == (
+        after.revision, after.fence, after.state)  # not claimed, not moved
+
+
+async def test_a_worker_paused_past_its_lease_runs_its_step_once_and_finishes(
+        durable: Backend) -> None:
+    """The loop blocked for 2.5 leases (as SIGSTOP would): when it goes on, the worker does
+    not claim the saga it is running (its lease lapsed, no one else took it), so the step
+    is not started a second time beside the first."""
+    import time
+
+    runs: list[int] = []
+
+    async def hold(ctx: StepContext) -> None:
+        runs.append(ctx.fence)
+        if len(runs) == 1:
+            time.sleep(2.5)  # noqa: ASYNC251 - the whole process stops, as SIGSTOP would
+
+    m = SagaStateMachine("paused")
+    m.step("hold", hold, compensation=lambda ctx: None)
+    m.step("last", lambda ctx: None)
+    store = durable.store()
+    orch = Orchestrator(store=store, sagas=[m], lease=1.0)
+    await orch.start(m, saga_id="p1")
+    stop = asyncio.Event()
+    worker = asyncio.ensure_future(orch.work(concurrency=4, poll=0.05, stop=stop))
+    for _ in range(200):  # the saga is written by the worker's task
+        if (await store.load("p1")).is_terminal:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await worker
+
+    assert SagaStatus.COMPLETED is (await store.load("p1")).status
+    assert 1 == len(runs)
