@@ -316,3 +316,20 @@ async def test_a_worker_paused_past_its_lease_runs_its_step_once_and_finishes(
 
     assert SagaStatus.COMPLETED is (await store.load("p1")).status
     assert 1 == len(runs)
+
+
+async def test_a_worker_never_claims_a_saga_it_holds_even_when_its_lease_lapsed(
+        backend: Backend) -> None:
+    """A paused worker (SIGSTOP) wakes with its leases lapsed: its next poll must not take
+    the sagas it is still running, or it runs their steps a second time beside the first
+    (a livelock: 17 runs of one step in 20 s, issue 14)."""
+    from storekit import create, saga
+
+    store = backend.store()
+    await create(store, saga("s1"), owner="w1", now=0, lease=1)
+
+    mine = await store.claim("w1", now=100, lease=1, limit=10)
+    theirs = await store.claim("w2", now=100, lease=1, limit=10)
+
+    assert [] == mine
+    assert ["s1"] == [r.saga_id for r in theirs]

@@ -102,6 +102,7 @@ class Figures:
     undo_never_ran: int = 0
     problems: list[str] = attrs.Factory(list)
     settled: float = 0.0  # seconds from the last fault until every saga ended
+    longest: float = 0.0  # the longest a saga took, from its start to its end
     bound: float = 0.0
     seconds: float = 0.0
 
@@ -120,7 +121,8 @@ class Figures:
                 f"a tombstone; lost {self.lost}, double {self.double}, late {self.late}, "
                 f"livelock {self.livelock}, undone never ran {self.undo_never_ran}, other "
                 f"problems {len(self.problems)}; every saga ended {self.settled:.1f} s after "
-                f"the last fault (bound {self.bound:g} s); {self.seconds:.0f} s in all")
+                f"the last fault (bound {self.bound:g} s), the longest {self.longest:.1f} s "
+                f"after its start; {self.seconds:.0f} s in all")
 
 
 @attrs.define
@@ -309,7 +311,7 @@ async def _check(url: str, store: Any, figures: Figures) -> None:
         await ledger.close()
     found = figures_of(records, effects, calls)
     for name in ("completed", "compensated", "failed", "lost", "double", "late", "livelock",
-                 "undo_never_ran", "fenced", "tombstoned"):
+                 "undo_never_ran", "fenced", "tombstoned", "longest"):
         setattr(figures, name, found[name])
     figures.problems = found["problems"]
     if figures.refused != len(HOSTILE_DATA):
@@ -348,6 +350,8 @@ def figures_of(records: Sequence[SagaRecord], effects: Sequence[tuple[Any, ...]]
         "failed": status[SagaStatus.FAILED], "lost": lost, "double": len(double),
         "late": late + len(remain), "livelock": livelock, "undo_never_ran": len(never_ran),
         "fenced": sum(c.outcome == "fenced" for c in calls),
+        "longest": max(((r.updated_at - r.created_at).total_seconds() for r in records
+                        if r.status not in UNFINISHED), default=0.0),
         "tombstoned": sum(c.outcome == "refused" for c in calls),
         "problems": [p for p in problems if p not in named
                      and not re.search(r"expected \w+, ended (pending|running|compensating)",
