@@ -287,9 +287,9 @@ async def test_an_event_for_a_saga_whose_definition_is_not_here_is_refused_befor
 
 async def test_a_worker_paused_past_its_lease_runs_its_step_once_and_finishes(
         durable: Backend) -> None:
-    """The loop blocked for 2.5 leases (as SIGSTOP would): when it goes on, the worker does
-    not claim the saga it is running (its lease lapsed, no one else took it), so the step
-    is not started a second time beside the first."""
+    """The loop blocked for 2.5 leases (as SIGSTOP would): when it goes on, the saga is
+    finished by the same run, its step not started a second time (see also the claim test
+    below, which pins the cause down)."""
     import time
 
     runs: list[int] = []
