@@ -7,6 +7,7 @@ Each test names the case it covers; each failed before its fix.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -333,3 +334,33 @@ async def test_a_worker_never_claims_a_saga_it_holds_even_when_its_lease_lapsed(
 
     assert [] == mine
     assert ["s1"] == [r.saga_id for r in theirs]
+
+
+def test_statesaga_recover_goes_past_a_saga_its_store_refuses_says_so_and_exits_0(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    from statesaga import SQLiteStore
+    from statesaga.cli import main
+    from statesaga.examples.trip import trip
+
+    async def start() -> None:
+        store = SQLiteStore(tmp_path / "sagas.db")
+        for saga_id in ("ok-1", "poison", "ok-2"):
+            await Orchestrator(store=store).start(trip, {"flight": "LH1"}, saga_id=saga_id)
+        await store.close()
+
+    asyncio.run(start())
+    conn = sqlite3.connect(tmp_path / "sagas.db")
+    conn.execute("CREATE TRIGGER boom BEFORE INSERT ON transitions WHEN "
+                 "NEW.saga_id = 'poison' BEGIN SELECT RAISE(ABORT, 'not this one'); END")
+    conn.commit()
+    conn.close()
+
+    code = main(["--store", f"sqlite:///{tmp_path / 'sagas.db'}", "recover"])
+
+    out = capsys.readouterr().out
+    assert 0 == code
+    assert "recovered 2 saga(s)" in out
+    assert "could not go on: poison: StoreRefused:" in out
+    assert "not this one" in out
