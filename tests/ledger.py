@@ -9,7 +9,7 @@ other tables; PostgreSQL: the store's schema.
 The saga's `data` drives it: `{"fail_at": "c"}` makes step c raise (before doing anything),
 `{"delay": 0.01}` makes each step take that long (half before its write, half after);
 `{"hostile": kind}` makes step b raise an error, or return a result, that no store can keep
-as it is (`HOSTILE`): the saga is compensated all the same.
+as it is (`chaos.hostile`): the saga is compensated all the same.
 
 Fencing: every call carries the saga's `ctx.fence`; the service keeps the highest fence it
 has seen for each saga and refuses (`Fenced`, recorded as outcome "fenced") a call with a
@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
+from chaos.hostile import HOSTILE_ERRORS, HOSTILE_RESULTS
 
 from statesaga import SagaRecord, SagaStateMachine, SagaStatus, StepContext, kernel
 from statesaga.records import Kind
@@ -281,32 +282,6 @@ def ledger() -> Ledger:
     if _current is None:
         _current = open_ledger(os.environ[ENV])
     return _current
-
-
-class Unprintable(Exception):
-    """An exception whose str() raises, as some third-party errors do."""
-
-    def __str__(self) -> str:
-        raise ValueError("no text for this error")
-
-
-def nested(levels: int) -> Any:
-    value: Any = "bottom"
-    for _ in range(levels):
-        value = [value]
-    return value
-
-
-# What step b raises (errors) or returns (results) with {"hostile": kind}: none of it can be
-# stored as it is; an error is made storable, a result fails the step (it ran: undone too).
-HOSTILE_ERRORS = {"surrogate": lambda: RuntimeError("bad \ud800 text"),
-                  "nul": lambda: RuntimeError("bad \x00 text"),
-                  "huge": lambda: RuntimeError("x" * (16 * 2**20 + 1)),
-                  "unprintable": Unprintable}
-HOSTILE_RESULTS = {"deep": lambda: {"tree": nested(5000)},
-                   "surrogate-result": lambda: {"note": "\ud800"},
-                   "nul-result": lambda: {"note": "a\x00b"}}
-HOSTILE = (*HOSTILE_ERRORS, *HOSTILE_RESULTS)
 
 
 def _action(step: str) -> Any:

@@ -1,7 +1,10 @@
-"""Faults from issue 14 that no other module covers: poison error texts and results, one
-saga's bad write among others, and a worker whose clock runs ahead.
+"""Faults of issue 14 that no other test module covers: error texts and results no store
+can keep, a stale write batched with a live one of the same saga, a worker whose clock
+runs ahead, a saga statesaga cannot go on with, an event for a saga of a definition not
+registered here, a worker paused past its lease.
 
-Each test names the case it covers; each failed before its fix.
+Most failed before their fix; those of results, of creates batched together and of the
+paused worker pin down behaviour that already held, as regression tests.
 """
 
 from __future__ import annotations
@@ -11,25 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chaos.hostile import HOSTILE_ERRORS, HOSTILE_RESULTS, Unprintable
 from storekit import Backend
 
 from statesaga import Orchestrator, SagaStateMachine, SagaStatus, StepContext
 from statesaga.stores.base import Signals
-
-
-class Unprintable(Exception):
-    """An exception whose str() raises, as some third-party errors do."""
-
-    def __str__(self) -> str:
-        raise ValueError("no text for you")
-
-
-HOSTILE_ERRORS = {
-    "lone surrogate": RuntimeError("bad \ud800 text"),
-    "nul": RuntimeError("bad \x00 text"),
-    "str raises": Unprintable(),
-    "huge": RuntimeError("x" * (16 * 2**20 + 5)),
-}
 
 
 def _undone(undone: list[str]) -> SagaStateMachine:
@@ -45,7 +34,7 @@ async def test_a_step_raising_a_hostile_error_is_compensated_with_its_error_stor
     m = _undone(undone)
 
     def boom(ctx: StepContext) -> None:
-        raise HOSTILE_ERRORS[kind]
+        raise HOSTILE_ERRORS[kind]()
 
     m.step("b", boom)
     store = durable.store()
@@ -58,27 +47,13 @@ async def test_a_step_raising_a_hostile_error_is_compensated_with_its_error_stor
     assert len(stored.error) < 70_000
 
 
-def _deep(levels: int) -> Any:
-    value: Any = "bottom"
-    for _ in range(levels):
-        value = [value]
-    return value
-
-
-HOSTILE_RESULTS = {
-    "deep": {"tree": _deep(5000)},
-    "lone surrogate": {"note": "\ud800"},
-    "nul": {"note": "a\x00b"},
-    "huge": {"blob": "x" * (16 * 2**20 + 5)},
-}
-
-
 @pytest.mark.parametrize("kind", sorted(HOSTILE_RESULTS))
 async def test_a_result_that_cannot_be_stored_fails_its_step_naming_the_key_and_undoes_it(
         durable: Backend, kind: str) -> None:
     undone: list[str] = []
     m = _undone(undone)
-    m.step("b", lambda ctx: HOSTILE_RESULTS[kind], compensation=lambda ctx: undone.append("b"))
+    m.step("b", lambda ctx: HOSTILE_RESULTS[kind](),
+           compensation=lambda ctx: undone.append("b"))
     store = durable.store()
     record = await Orchestrator(store=store).run(m, saga_id=f"r-{kind.replace(' ', '-')}")
     assert SagaStatus.COMPENSATED is record.status
@@ -94,7 +69,7 @@ async def test_a_compensation_raising_a_hostile_error_leaves_the_saga_failed_say
     from statesaga import Retry
 
     def undo(ctx: StepContext) -> None:
-        raise HOSTILE_ERRORS[kind]
+        raise HOSTILE_ERRORS[kind]()
 
     def boom(ctx: StepContext) -> None:
         raise RuntimeError("b failed")

@@ -18,7 +18,7 @@ reads what came of it:
   share one machine, so one clock: see `statesaga/stores/sqlite.py`);
 - hostile values: step b raises an error with a lone surrogate, a NUL, 16 MiB of text or a
   `str()` that raises, or returns a result nested 5,000 deep, with a lone surrogate or a NUL
-  (`ledger.HOSTILE`); such a saga is compensated. Data that cannot be stored (the same
+  (`chaos.hostile`); such a saga is compensated. Data that cannot be stored (the same
   values) is refused by `start` and nothing of it is written.
 
 Invariants: every saga terminal within `Plan.bound` seconds of the last fault, as its data
@@ -44,10 +44,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
-from ledger import HOSTILE, Call, nested, new_ledger, open_ledger, violations
+from ledger import Call, new_ledger, open_ledger, violations
 from tcp_proxy import TcpProxy
 from worker_sagas import saga as MACHINE
 
+from chaos.hostile import HOSTILE, HOSTILE_DATA
 from statesaga import InvalidSagaData, Orchestrator, SagaNotFound, SagaRecord, SagaStatus
 from statesaga.stores.reads import reader
 from statesaga.stores.urls import open_store
@@ -56,8 +57,6 @@ TESTS = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("worker.py")
 UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 MAX_TRIES = 20  # a step tried more often than this in one saga: a livelock
-HOSTILE_DATA = {"surrogate": {"note": "\ud800"}, "nul": {"note": "a\x00b"},
-                "deep": {"tree": nested(5000)}}
 
 
 @attrs.frozen
