@@ -339,3 +339,25 @@ def test_statesaga_recover_goes_past_a_saga_its_store_refuses_says_so_and_exits_
     assert "recovered 2 saga(s)" in out
     assert "could not go on: poison: StoreRefused:" in out
     assert "not this one" in out
+
+
+async def test_a_queued_event_whose_guard_raises_an_unprintable_error_is_rejected_not_fatal(
+        durable: Backend) -> None:
+    def guard(event: Any, ctx: StepContext) -> bool:
+        raise Unprintable()
+
+    m = SagaStateMachine("guarded")
+    m.add_state("waiting")
+    m.add_transition("waiting", "completed", "go", guard=guard)
+    m.add_transition("waiting", "compensated", "cancel")
+    store = durable.store()
+    orch = Orchestrator(store=store, sagas=[m])
+    await orch.start(m, saga_id="g1")
+    await orch.recover()  # it waits for an event now
+    await store.enqueue_event("g1", "m1", "go", "{}", now=None)
+
+    await Orchestrator(store=store, sagas=[m]).recover()  # applies the queued event
+
+    record = await store.load("g1")
+    assert ("waiting", SagaStatus.RUNNING) == (record.state, record.status)
+    assert "rejected" in (record.history[-1].reason or "")
