@@ -19,6 +19,7 @@ from .exceptions import (
     SagaNotFound,
     SagaNotRegistered,
     StoreError,
+    StoreRefused,
     UndeliverableEvent,
 )
 from .graph import TransitionInfo
@@ -65,6 +66,7 @@ __all__ = [
     "SagaStore",
     "StepContext",
     "StoreError",
+    "StoreRefused",
     "SystemClock",
     "Transition",
     "TransitionInfo",

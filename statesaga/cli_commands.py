@@ -206,6 +206,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
             print(f"  {status.value}: {n}")
     for line in report.unregistered:
         print(f"left alone: {line}")
+    for line in report.failed:  # the others were recovered: still a success
+        print(f"could not go on: {line}")
     print("\n".join(held_by_others(held, orch.clock.time())))
     return 0
 

@@ -45,3 +45,26 @@ class SystemClock:
 
     async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(func, *args)
+
+
+class StoreClock(SystemClock):
+    """The real clock, set to the store's: its `clock_offset` (seconds the store's clock is
+    ahead of this machine's; PostgreSQL measures it when it connects) is added to the time.
+
+    So every worker of one PostgreSQL reads one clock, the database's, for what it stores and
+    compares: a saga's deadline and timers, history times. A machine whose clock drifted then
+    neither fires a deadline early nor late (leases already run on the server's clock). A
+    store without an offset (SQLite: one machine, one clock; memory) leaves the time as it is.
+    """
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+
+    def time(self) -> float:
+        return time.time() + float(getattr(self._store, "clock_offset", 0.0))
+
+    async def ready(self) -> None:
+        """Open a store that measures its clock (PostgreSQL), so that the offset is known
+        before a time is taken to be stored (a new saga's deadline)."""
+        if hasattr(self._store, "clock_offset"):
+            await self._store.open()  # type: ignore[attr-defined]

@@ -107,7 +107,9 @@ def from_json(text: str | None) -> Any:
 
 
 def storable_text(text: str | None, limit: int = MAX_TEXT) -> str | None:
-    """`text` made storable, never refused: lone surrogates and NUL escaped, long text cut."""
+    """`text` made storable, never refused: lone surrogates and NUL escaped, long text cut
+    to `limit` characters, a note saying how much was cut included (so that it is stable:
+    a text made storable is left as it is)."""
     if text is None:
         return None
     if not text.isascii():
@@ -115,7 +117,8 @@ def storable_text(text: str | None, limit: int = MAX_TEXT) -> str | None:
     if "\x00" in text:
         text = text.replace("\x00", "\\x00")
     if len(text) > limit:
-        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+        keep = limit - 40 if limit > 80 else limit  # room for the note
+        text = f"{text[:keep]}... ({len(text) - keep} more characters)"
     return text
 
 

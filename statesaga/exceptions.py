@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+DESCRIBED = 2000
+
 
 def describe(exc: BaseException) -> str:
-    """An error as people read it in a history or a dead letter: `"Type: message"`."""
-    text = str(exc)
+    """An error as people read it in a history or a dead letter: `"Type: message"`.
+
+    Never raises: an exception whose `str()` raises is described by its type and that; a
+    message longer than `DESCRIBED` characters is cut (saying how much), so that what a
+    sentence says around it (what to do next) survives when the whole is made storable."""
+    try:
+        text = str(exc)
+    except Exception as inner:  # a broken __str__ must not poison the saga
+        return f"{type(exc).__name__} (its str() raised {type(inner).__name__})"
+    if len(text) > DESCRIBED:
+        text = f"{text[:DESCRIBED]}... ({len(text) - DESCRIBED} more characters)"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -91,6 +102,12 @@ class IdempotencyConflict(SagaConflict):
 
 class StoreError(SagaError):
     """The saga store failed: unreachable, corrupt row, or a schema it cannot use."""
+
+
+class StoreRefused(StoreError):
+    """The store refused one saga's write for what it holds (a value its database will not
+    take, a constraint): writing it again would fail again. The saga is set failed rather
+    than run again and again (`Trigger.GIVE_UP`)."""
 
 
 class CommitOutcomeUnknown(StoreError):

@@ -14,8 +14,8 @@ from typing import Any
 
 from . import branches, hooks, kernel, telemetry, writer
 from .clock import Clock
-from .codec import from_json, to_json
-from .exceptions import InvalidSagaData, OutcomeUnknown, SagaError, describe
+from .codec import from_json, storable_text, to_json
+from .exceptions import InvalidSagaData, OutcomeUnknown, SagaError, StoreRefused, describe
 from .graph import Edge
 from .hooks import HookFailed
 from .records import FAILED, TERMINALS, Kind, Trigger
@@ -66,7 +66,7 @@ class Runner:
                 if due is None or due > self.clock.time():
                     return
                 spec = _spec(run)
-                await self.fire(run, Trigger.TIMEOUT, step=spec.name, error=_stuck(
+                await self.fire(run, Trigger.TIMEOUT, step=spec.name, error=stuck(
                     run, f": no reply confirmed its compensating command within {spec.timeout}s "
                          "(it may have been dead-lettered: see the bus's dead letters)"))
             elif d is None and graph.undoes[run.state] in graph.lanes:
@@ -249,12 +249,12 @@ class Runner:
             run.log.info("saga.compensation_failed", step=spec.name, attempt=attempt,
                          exc_info=out.exc)
             if attempt >= limit or not _retryable(policy, out.exc):
-                stuck = _stuck(run, f" after {attempt} attempt{'s' if attempt > 1 else ''}: "
-                                    f"{error}; fix what makes the {spec.name!r} compensation "
-                                    "fail")
+                why = stuck(run, f" after {attempt} attempt{'s' if attempt > 1 else ''}: "
+                                 f"{error}; fix what makes the {spec.name!r} compensation "
+                                 "fail")
                 if await self.fire(run, Trigger.FAIL, step=spec.name, attempt=attempt,
-                                   duration=out.duration, error=stuck, lane=lane, home=home):
-                    run.log.error("saga.stuck", step=spec.name, state=FAILED, error=stuck)
+                                   duration=out.duration, error=why, lane=lane, home=home):
+                    run.log.error("saga.stuck", step=spec.name, state=FAILED, error=why)
                 return
             if not await self.fire(run, Trigger.RETRY_UNKNOWN if isinstance(
                     out.exc, TimeoutError) else Trigger.RETRY, step=spec.name,
@@ -339,6 +339,7 @@ class Runner:
         committed (`strict`), or is logged and the move goes on (a walk back, which must).
         """
         name = str(event) if isinstance(event, str) else event.type  # a Trigger as its text
+        error = storable_text(error)  # made storable once: the move, the record and the log
         if lane is not None and run.lock is not None:  # a branch: one commit at a time
             async with run.lock:
                 if run.state != home:
@@ -363,10 +364,32 @@ class Runner:
             except HookFailed:
                 run.outbox = []  # what the failed move's hooks published does not leave
                 raise
-        await self.commit(run, move, step=step, attempt=attempt, duration=duration,
-                          error=error, result=result, value=value, reason=reason, inbox=inbox,
-                          messages=messages or (), consumed=consumed)
+        try:
+            await self.commit(run, move, step=step, attempt=attempt, duration=duration,
+                              error=error, result=result, value=value, reason=reason,
+                              inbox=inbox, messages=messages or (), consumed=consumed)
+        except StoreRefused as exc:
+            if result is not None and step is not None:
+                run.results.pop(step, None)  # taken before the commit, for guards: not stored
+            await self.give_up(run, exc, stuck(
+                run, f": the store refused to write its move out of {run.state} "
+                     f"({describe(exc)}), so it was set failed rather than run again; fix "
+                     "what the store refused (see the error), or resolve it by hand"))
         return True
+
+    async def give_up(self, run: SagaRun, exc: Exception, why: str) -> None:
+        """Set the saga failed, saying `why`, rather than leave it to be run again and again
+        (a write its store refuses, a failure of statesaga's own); if that cannot be written
+        either, `exc` is raised. A retry (`statesaga retry`) undoes what it did."""
+        move = kernel.decide(run.graph, run.pos, Trigger.GIVE_UP, None, why)
+        if move is None:
+            raise exc
+        state = run.state
+        try:
+            await self.commit(run, move, error=why)
+        except SagaError:
+            raise exc from None
+        run.log.error("saga.given_up", state=state, error=why)
 
     async def commit(self, run: SagaRun, move: kernel.Move, **fields: Any) -> None:
         """Write `move` (built by the kernel) to the store, then take it in memory."""
@@ -381,7 +404,7 @@ class Runner:
         if run.state in run.graph.undoes and (replies is None or event.type not in replies):
             return await self._ignored(run, event, inbox, consumed)  # only its reply moves it
         if replies is not None and event.type == replies[1]:
-            error = _stuck(run, f": its compensating command was refused ({error or event.type}); "
+            error = stuck(run, f": its compensating command was refused ({error or event.type}); "
                                 "fix the participant that handles it")
         try:
             edge = await self._route(run, event)
@@ -402,7 +425,7 @@ class Runner:
         return False
 
 
-def _stuck(run: SagaRun, why: str) -> str:
+def stuck(run: SagaRun, why: str) -> str:
     """What a stuck saga's error says: where it is stuck, why, and the command that goes on."""
     return (f"saga {run.saga_id!r} is stuck in {run.state}{why}, then run `statesaga retry "
             f"{run.saga_id}` (or `await orchestrator.retry({run.saga_id!r})`)")

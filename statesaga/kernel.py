@@ -97,6 +97,9 @@ def decide(graph: Graph, pos: Position, event: str, edge: Edge | None = None,
     for `lane`, a branch of the parallel group it is in); None when nothing moves (the
     event is ignored there). `error`: why, for a failure."""
     state = pos.state
+    if event == Trigger.GIVE_UP:  # a write refused, a failure of statesaga's: failed
+        return None if state in _TERMINALS else advance(graph, pos, event, Kind.STUCK, FAILED,
+                                                         error)
     if state in graph.lanes or graph.undoes.get(state) in graph.lanes:
         return _decide_group(graph, pos, event, error, lane)
     if edge is not None:
@@ -192,8 +195,11 @@ def advance(graph: Graph, pos: Position, event: str, kind: Kind, dest: str | Non
             lanes=_lane(pos.lanes, lane, status=status)))
     undo, cause = pos.undo, pos.cause
     carried: tuple[Lane, ...] = ()
-    if kind is Kind.FORWARD or kind is Kind.UNKNOWN:
-        if state in graph.lanes and kind is Kind.UNKNOWN:
+    if kind is Kind.FORWARD or kind is Kind.UNKNOWN or (kind is Kind.STUCK
+                                                         and state in graph.defs):
+        # a forward state given up (its write refused): what ran in it may have happened, so a
+        # retry undoes it too, as an unknown outcome would
+        if state in graph.lanes and kind is not Kind.FORWARD:
             carried = _to_undo(graph, pos.lanes, None)
             if carried:
                 undo = (*undo, state)
@@ -211,7 +217,8 @@ def advance(graph: Graph, pos: Position, event: str, kind: Kind, dest: str | Non
         dest = mirror(undo[-1]) if undo else COMPENSATED
     lanes = _lanes_entering(graph, dest, carried, pos.lanes if kind is Kind.RESUME else ())
     if kind is Kind.STUCK:
-        after = Position(dest, undo, 0, False, cause, error, pos.lanes)
+        after = Position(dest, undo, 0, False, cause, error,
+                         carried if state in graph.lanes else pos.lanes)
     elif kind in _WALKS_BACK:
         after = Position(dest, undo, 0, False, cause, cause, lanes)
     else:

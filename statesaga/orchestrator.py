@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import hooks, kernel, orchestrator_events, orchestrator_many, telemetry
-from .clock import Clock, SystemClock
+from .clock import Clock, StoreClock
 from .codec import check_id, from_json, to_json
 from .definition import SagaStateMachine
 from .events import Event
@@ -61,7 +61,7 @@ class Orchestrator:
         if lease <= 0:
             raise ValueError(f"lease must be > 0 seconds, not {lease!r}")
         self.store: SagaStore = store if store is not None else InMemoryStore()
-        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.clock: Clock = clock if clock is not None else StoreClock(self.store)
         self.lease = lease
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._definitions: dict[tuple[str, str], SagaStateMachine] = {}
@@ -147,6 +147,8 @@ class Orchestrator:
         data_json = to_json(data, f"the data of saga {saga_id!r}", saga_id=saga_id,
                             root="data")
         graph = machine.graph
+        if isinstance(self.clock, StoreClock):
+            await self.clock.ready()
         now = self.clock.time()
         deadline = None if machine.deadline is None else now + machine.deadline
         worker = None if pending else self.owner

@@ -25,6 +25,7 @@ from .exceptions import (
     SagaError,
     SagaNotFound,
     UndeliverableEvent,
+    describe,
 )
 from .graph import RESERVED_EVENTS
 from .logs import logger as _log
@@ -140,7 +141,7 @@ async def apply_queued(orch: Orchestrator, run: SagaRun) -> bool:
             raise  # the store or the lease: the event stays queued for the next driver
         except Exception as exc:  # a guard or hook rejected it: recorded, off the queue
             _log.warning("saga.event_rejected", saga_id=run.saga_id, trigger=q.type,
-                         error=str(exc))
+                         error=describe(exc))
         applied += 1
     run.queued = 0
     return applied > 0

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .exceptions import SagaConflict, StoreError, describe
+from .execution import stuck
 from .logs import logger as _log
-from .records import SagaRecord
+from .records import TERMINALS, SagaRecord
 from .saga_run import SagaRun
 from .stores.base import store_time
 from .stores.reads import reader
@@ -54,8 +55,7 @@ async def recover(orch: Orchestrator, *, concurrency: int = 64, batch: int = 500
     async def one(rec: SagaRecord) -> None:
         async with gate:
             try:
-                recovered.append(await orch._drive(SagaRun(orch.definition(rec), rec),
-                                                   resumed=True))
+                recovered.append(await _drive(orch, rec))
             except SagaConflict as exc:  # another worker took it over: it goes on there
                 _log.info("saga.lost_lease", saga_id=rec.saga_id, error=str(exc))
             except Exception as exc:
@@ -125,9 +125,27 @@ async def work(orch: Orchestrator, *, concurrency: int = 16, poll: float = 0.5,
     return driven
 
 
+async def _drive(orch: Orchestrator, record: SagaRecord) -> SagaRecord:
+    """Run a claimed saga on. If statesaga itself fails on it (not its store, which may come
+    back, nor another worker), the saga is set failed, saying why: claimed again, it would
+    fail again, at every poll."""
+    run = SagaRun(orch.definition(record), record)
+    try:
+        return await orch._drive(run, resumed=True)
+    except (SagaConflict, StoreError):
+        raise
+    except Exception as exc:
+        if run.state not in TERMINALS and not run.lost:
+            await orch._runner.give_up(run, exc, stuck(
+                run, f": running it failed ({describe(exc)}), so it was set failed rather "
+                     "than run again and again; fix the cause (a failure of statesaga "
+                     "itself: please report it)"))
+        raise
+
+
 async def _work_one(orch: Orchestrator, record: SagaRecord) -> None:
     try:
-        await orch._drive(SagaRun(orch.definition(record), record), resumed=True)
+        await _drive(orch, record)
     except SagaConflict as exc:  # its lease expired and another worker took it over
         _log.warning("saga.lost_lease", saga_id=record.saga_id, error=str(exc))
     except Exception as exc:

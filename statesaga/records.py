@@ -46,6 +46,7 @@ class Trigger(enum.StrEnum):
     HOOK_FAILED = "hook_failed"  # the action ran, a hook of the move after it raised
     SENT = "sent"  # a compensating command went out: its state waits for the reply
     REVERT = "revert"  # a completed saga is undone (a parent compensating its sub-saga)
+    GIVE_UP = "give_up"  # its write refused, or statesaga failed on it: failed, not rerun
 
 
 class SagaStatus(enum.Enum):
@@ -93,6 +94,8 @@ def classify(source: str | None, event: str, dest: str, reason: str | None) -> K
     """
     if source is None:
         return Kind.START
+    if event == Trigger.GIVE_UP:
+        return Kind.STUCK
     if event in (Trigger.RETRY, Trigger.RETRY_UNKNOWN, Trigger.SENT):
         if source == FAILED:
             return Kind.RESUME

@@ -7,7 +7,13 @@ also appended to `calls`, so a test sees re-executions. SQLite: the same file as
 other tables; PostgreSQL: the store's schema.
 
 The saga's `data` drives it: `{"fail_at": "c"}` makes step c raise (before doing anything),
-`{"delay": 0.01}` makes each step take that long (half before its write, half after).
+`{"delay": 0.01}` makes each step take that long (half before its write, half after);
+`{"hostile": kind}` makes step b raise an error, or return a result, that no store can keep
+as it is (`chaos.hostile`): the saga is compensated all the same.
+
+Fencing: every call carries the saga's `ctx.fence`; the service keeps the highest fence it
+has seen for each saga and refuses (`Fenced`, recorded as outcome "fenced") a call with a
+lower one: a worker that stalled past its lease cannot act once another took the saga over.
 
 `violations` checks, from the store and the ledger, what must hold once every saga is done.
 """
@@ -24,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
+from chaos.hostile import HOSTILE_ERRORS, HOSTILE_RESULTS
 
 from statesaga import SagaRecord, SagaStateMachine, SagaStatus, StepContext, kernel
 from statesaga.records import Kind
@@ -39,8 +46,13 @@ _DDL = (
     """CREATE TABLE {s}calls (
         id {serial} PRIMARY KEY, saga_id TEXT NOT NULL, step TEXT NOT NULL,
         kind TEXT NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL,
-        pid INTEGER NOT NULL)""",
+        pid INTEGER NOT NULL, fence INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE TABLE {s}fences (saga_id TEXT PRIMARY KEY, fence INTEGER NOT NULL)",
 )
+# The highest fence seen for the saga, this call's included (one statement: calls of one saga
+# are serialized on its row until the call's transaction ends).
+_FENCE = ("INSERT INTO {s}fences (saga_id, fence) VALUES ($1, $2) ON CONFLICT (saga_id) "
+          "DO UPDATE SET fence = {greatest}({s}fences.fence, excluded.fence) RETURNING fence")
 _DO = ("INSERT INTO {s}effects (key, saga_id, step, state) VALUES ($1, $2, $3, 'done') "
        "ON CONFLICT (key) DO NOTHING")
 # An undo with nothing to undo leaves a tombstone: a late action with that key is refused,
@@ -49,10 +61,10 @@ _DO = ("INSERT INTO {s}effects (key, saga_id, step, state) VALUES ($1, $2, $3, '
 _UNDO = ("INSERT INTO {s}effects (key, saga_id, step, state) VALUES ($1, $2, $3, 'tombstone') "
          "ON CONFLICT (key) DO UPDATE SET state = 'undone' WHERE {s}effects.state = 'done' "
          "RETURNING state")
-_CALL = ("INSERT INTO {s}calls (saga_id, step, kind, attempt, outcome, pid) "
-         "VALUES ($1, $2, $3, $4, $5, $6)")
+_CALL = ("INSERT INTO {s}calls (saga_id, step, kind, attempt, outcome, pid, fence) "
+         "VALUES ($1, $2, $3, $4, $5, $6, $7)")
 _EFFECTS = "SELECT saga_id, step, state FROM {s}effects ORDER BY id"
-_CALLS = "SELECT saga_id, step, kind, attempt, outcome, pid FROM {s}calls ORDER BY id"
+_CALLS = "SELECT saga_id, step, kind, attempt, outcome, pid, fence FROM {s}calls ORDER BY id"
 
 
 @attrs.frozen
@@ -62,7 +74,12 @@ class Call:
     kind: str  # "do" or "undo"
     attempt: int
     outcome: str  # do: "done", "raised" or "refused" (undone before); undo: "undone", "nothing"
-    pid: int
+    pid: int  # both: "fenced" (a higher fence was seen: refused)
+    fence: int = 0
+
+
+class Fenced(RuntimeError):
+    """The service saw a higher fence for this saga: the caller lost it to another worker."""
 
 
 class SQLiteLedger:
@@ -73,7 +90,7 @@ class SQLiteLedger:
         self._conn: sqlite3.Connection | None = None
 
     def _sql(self, template: str) -> str:
-        return template.format(s="", serial="INTEGER").replace("$", "?")
+        return template.format(s="", serial="INTEGER", greatest="max").replace("$", "?")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -105,31 +122,42 @@ class SQLiteLedger:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if outcome != "raised" and not conn.execute(self._sql(_DO), (
+            if self._fenced(conn, ctx):
+                outcome = "fenced"
+            elif outcome != "raised" and not conn.execute(self._sql(_DO), (
                     ctx.idempotency_key, ctx.saga_id, ctx.step)).rowcount:
                 outcome = _refused_or_done(conn.execute(
                     "SELECT state FROM effects WHERE key = ?", (ctx.idempotency_key,)
                 ).fetchone()[0])
             conn.execute(self._sql(_CALL), (ctx.saga_id, ctx.step, "do", ctx.attempt, outcome,
-                                            os.getpid()))
+                                            os.getpid(), ctx.fence))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        _raise_if_fenced(outcome, ctx)
+
+    def _fenced(self, conn: sqlite3.Connection, ctx: StepContext) -> bool:
+        seen = conn.execute(self._sql(_FENCE), (ctx.saga_id, ctx.fence)).fetchone()[0]
+        return bool(seen > ctx.fence)
 
     async def undo(self, ctx: StepContext) -> None:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute(self._sql(_UNDO), (ctx.idempotency_key, ctx.saga_id,
-                                                  ctx.step)).fetchone()
-            undone = row is not None and row[0] == "undone"
+            if self._fenced(conn, ctx):
+                outcome = "fenced"
+            else:
+                row = conn.execute(self._sql(_UNDO), (ctx.idempotency_key, ctx.saga_id,
+                                                      ctx.step)).fetchone()
+                outcome = "undone" if row is not None and row[0] == "undone" else "nothing"
             conn.execute(self._sql(_CALL), (ctx.saga_id, ctx.step, "undo", ctx.attempt,
-                                            "undone" if undone else "nothing", os.getpid()))
+                                            outcome, os.getpid(), ctx.fence))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        _raise_if_fenced(outcome, ctx)
 
     async def read(self) -> tuple[list[tuple[Any, ...]], list[Call]]:
         conn = self._connection()
@@ -152,8 +180,8 @@ class PostgresLedger:
         self._opening = asyncio.Lock()
 
     def _sql(self, template: str) -> str:
-        return template.format(s=f'"{self.schema}".', serial="BIGINT GENERATED ALWAYS AS "
-                                                             "IDENTITY")
+        return template.format(s=f'"{self.schema}".', greatest="GREATEST",
+                               serial="BIGINT GENERATED ALWAYS AS IDENTITY")
 
     async def _connections(self) -> Any:
         async with self._opening:
@@ -176,20 +204,28 @@ class PostgresLedger:
     async def do(self, ctx: StepContext, outcome: str) -> None:
         pool = await self._connections()
         async with pool.acquire() as conn, conn.transaction():
-            if outcome != "raised" and await conn.execute(
+            if await conn.fetchval(self._sql(_FENCE), ctx.saga_id, ctx.fence) > ctx.fence:
+                outcome = "fenced"
+            elif outcome != "raised" and await conn.execute(
                     self._sql(_DO), ctx.idempotency_key, ctx.saga_id, ctx.step) == "INSERT 0 0":
                 outcome = _refused_or_done(await conn.fetchval(self._sql(
                     "SELECT state FROM {s}effects WHERE key = $1"), ctx.idempotency_key))
             await conn.execute(self._sql(_CALL), ctx.saga_id, ctx.step, "do", ctx.attempt,
-                               outcome, os.getpid())
+                               outcome, os.getpid(), ctx.fence)
+        _raise_if_fenced(outcome, ctx)
 
     async def undo(self, ctx: StepContext) -> None:
         pool = await self._connections()
         async with pool.acquire() as conn, conn.transaction():
-            state = await conn.fetchval(self._sql(_UNDO), ctx.idempotency_key, ctx.saga_id,
-                                        ctx.step)
+            if await conn.fetchval(self._sql(_FENCE), ctx.saga_id, ctx.fence) > ctx.fence:
+                outcome = "fenced"
+            else:
+                state = await conn.fetchval(self._sql(_UNDO), ctx.idempotency_key,
+                                            ctx.saga_id, ctx.step)
+                outcome = "undone" if state == "undone" else "nothing"
             await conn.execute(self._sql(_CALL), ctx.saga_id, ctx.step, "undo", ctx.attempt,
-                               "undone" if state == "undone" else "nothing", os.getpid())
+                               outcome, os.getpid(), ctx.fence)
+        _raise_if_fenced(outcome, ctx)
 
     async def read(self) -> tuple[list[tuple[Any, ...]], list[Call]]:
         pool = await self._connections()
@@ -205,6 +241,11 @@ class PostgresLedger:
 
 
 Ledger = SQLiteLedger | PostgresLedger
+
+
+def _raise_if_fenced(outcome: str, ctx: StepContext) -> None:
+    if outcome == "fenced":
+        raise Fenced(f"saga {ctx.saga_id}: fence {ctx.fence} is lower than one seen before")
 
 
 def _refused_or_done(state: str) -> str:
@@ -244,14 +285,19 @@ def ledger() -> Ledger:
 
 
 def _action(step: str) -> Any:
-    async def act(ctx: StepContext) -> dict[str, str]:
+    async def act(ctx: StepContext) -> dict[str, Any]:
         delay = float(ctx.data.get("delay", 0)) / 2
         await asyncio.sleep(delay)
-        if ctx.data.get("fail_at") == step:
+        hostile = ctx.data.get("hostile") if step == "b" else None
+        if ctx.data.get("fail_at") == step or hostile in HOSTILE_ERRORS:
             await ledger().do(ctx, "raised")
+            if hostile in HOSTILE_ERRORS:
+                raise HOSTILE_ERRORS[hostile]()
             raise RuntimeError(f"step {step} refused saga {ctx.saga_id}")
         await ledger().do(ctx, "done")
         await asyncio.sleep(delay)
+        if hostile in HOSTILE_RESULTS:
+            return HOSTILE_RESULTS[hostile]()
         return {"key": ctx.idempotency_key}
 
     act.__qualname__ = f"ledger.do_{step}"
@@ -294,7 +340,8 @@ def in_doubt(record: SagaRecord, machine: SagaStateMachine | None) -> set[str]:
 
 
 def expected_status(data: dict[str, Any]) -> SagaStatus:
-    return SagaStatus.COMPENSATED if data.get("fail_at") else SagaStatus.COMPLETED
+    return (SagaStatus.COMPENSATED if data.get("fail_at") or data.get("hostile")
+            else SagaStatus.COMPLETED)
 
 
 def violations(records: Sequence[SagaRecord], effects: Sequence[tuple[Any, ...]],

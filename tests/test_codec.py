@@ -90,3 +90,10 @@ def test_a_saga_id_that_cannot_be_stored_is_refused(bad: object) -> None:
 
 def test_printable_ids_pass() -> None:
     assert "trip-42/pay:ü" == check_id("trip-42/pay:ü")
+
+
+def test_an_error_text_made_storable_is_left_as_it_is() -> None:
+    once = storable_text("x" * 100_000 + "\ud800\x00")
+    assert once == storable_text(once)
+    assert once is not None
+    assert len(once) <= 8000

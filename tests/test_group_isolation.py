@@ -40,7 +40,7 @@ async def test_one_create_whose_data_the_database_refuses_fails_alone_and_leaves
                data_json=LONE_SURROGATE if n == bad else None)
         for n, i in enumerate(ids)), return_exceptions=True)
 
-    assert {ids[bad]: "StoreError"} == _failed(ids, outcomes)
+    assert {ids[bad]: "StoreRefused"} == _failed(ids, outcomes)
     assert sorted(set(ids) - {ids[bad]}) == await durable.sagas(store)
     assert 0 == await durable.transitions(store, ids[bad])
     for i in set(ids) - {ids[bad]}:
@@ -57,7 +57,7 @@ async def test_a_nul_in_one_saga_id_fails_only_that_saga_on_postgres(
         outcomes = await asyncio.gather(*(create(store, saga(i), now=0, lease=60)
                                           for i in ids), return_exceptions=True)
 
-        assert {"s\x0015": "StoreError"} == _failed(ids, outcomes)
+        assert {"s\x0015": "StoreRefused"} == _failed(ids, outcomes)
         assert sorted(set(ids) - {"s\x0015"}) == await durable.sagas(store)
     finally:
         await store.close()
@@ -74,7 +74,7 @@ async def test_one_commit_whose_result_the_database_refuses_fails_alone_and_leav
         store.commit(step(i, 2, "book", "pay", result_json=LONE_SURROGATE if i == "s9"
                           else '{"ok":true}')) for i in ids), return_exceptions=True)
 
-    assert {"s9": "StoreError"} == _failed(ids, outcomes)
+    assert {"s9": "StoreRefused"} == _failed(ids, outcomes)
     assert [Signals()] * 15 == [o for o in outcomes if not isinstance(o, BaseException)]
     assert (1, "book", {}) == ((r := await store.load("s9")).revision, r.state, r.results)
     assert 1 == await durable.transitions(store, "s9")
@@ -102,8 +102,8 @@ async def test_any_error_of_one_sagas_write_fails_only_that_saga(durable: Backen
         store.commit(step(i, 2, "book", "boom" if i == "s3" else "pay")) for i in ids),
         return_exceptions=True)
 
-    assert {"s5": "StoreError"} == _failed([f"s{i}" for i in range(10)], created)
-    assert {"s3": "StoreError"} == _failed(ids, committed)
+    assert {"s5": "StoreRefused"} == _failed([f"s{i}" for i in range(10)], created)
+    assert {"s3": "StoreRefused"} == _failed(ids, committed)
     assert "boom" in str(created[5])
     assert ids == await durable.sagas(store)
     assert store.batches - batches < len(ids)  # the commits were grouped

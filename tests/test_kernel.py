@@ -61,6 +61,10 @@ def succeed(m: SagaStateMachine, pos: Position) -> Position:
     (Position("failed", ("a",)), "retry", "compensating_a", Kind.RESUME, ("a",)),
     (Position("c", ("a",)), "retry", "c", Kind.RETRY, ("a",)),
     (Position("compensating_a", ("a",)), "retry_unknown", "compensating_a", Kind.RETRY, ("a",)),
+    # given up (its write refused): what ran in its state is left to undo, as if unknown
+    (Position("c", ("a",)), "give_up", "failed", Kind.STUCK, ("a", "c")),
+    (Position("b", ("a",)), "give_up", "failed", Kind.STUCK, ("a",)),
+    (Position("compensating_c", ("a", "c")), "give_up", "failed", Kind.STUCK, ("a", "c")),
 ])
 def test_each_event_in_each_kind_of_state_moves_as_the_mirror_says(
         pos: Position, event: str, dest: str, kind: Kind, undo: tuple[str, ...]) -> None:
@@ -74,6 +78,7 @@ def test_each_event_in_each_kind_of_state_moves_as_the_mirror_says(
     (Position("completed", ()), "abort"),
     (Position("compensated", ()), "retry"),
     (Position("failed", ()), "succeed"),
+    (Position("completed", ()), "give_up"),
     (Position("a"), "no_such_event"),
     (Position("a"), "succeed"),  # a step's success takes a declared transition: see routes
 ])
@@ -341,3 +346,16 @@ def test_replaying_a_parallel_saga_gives_back_the_position_the_moves_made(
                               error="x")[0])
         pos = move.after
         assert pos == replay(graph, history)
+
+
+def test_a_group_given_up_leaves_its_done_and_running_branches_for_a_retry_to_undo() -> None:
+    m = trip()
+    pos = play(m, Position("reserve"), ("succeed", None), ("succeed", "flight"))
+    given_up = decide(m.graph, pos, Trigger.GIVE_UP, error="refused")
+    assert given_up is not None
+    assert ("failed", ("reserve", "book")) == (given_up.dest, given_up.after.undo)
+    resumed = decide(m.graph, given_up.after, Trigger.RETRY)
+    assert resumed is not None
+    assert "compensating_book" == resumed.dest
+    assert {"flight": "undoing", "hotel": "undoing", "car": "skipped"} == statuses(
+        resumed.after)

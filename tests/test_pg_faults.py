@@ -149,7 +149,7 @@ async def test_a_postgres_store_never_shows_its_password(
     finally:
         await store.close()
 
-    assert ["StoreError", "CommitOutcomeUnknown", "StoreError"] == [
+    assert ["StoreRefused", "CommitOutcomeUnknown", "StoreError"] == [
         type(e).__name__ for e in errors]
     assert [] == [text for text in shown + [str(e) for e in errors] if SECRET in text]
     assert "***" in store.dsn

@@ -4,7 +4,10 @@ Used by the SQLite and PostgreSQL stores. One batch is written at a time; commit
 meanwhile queue up, and the next batch takes them all (after one turn of the event loop, so
 that the sagas just released by the previous batch join it too). Each saga still waits for the
 transaction that holds its own commit before its next action, so write-ahead holds; one saga's
-conflict fails only that saga (the store's `flush` reports an outcome per commit).
+conflict fails only that saga (the store's `flush` reports an outcome per commit). A batch
+holds at most one write of each saga (a second one waits for the next batch): two writes of
+one saga in one statement could not each be checked against the saga's revision, and a stale
+one would be reported as applied with the live one.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception for that commit)
-_Queued = list[tuple[T, "asyncio.Future[Any]"]]
+_Queued = list[tuple[T, "asyncio.Future[Any]", str]]
 
 
 class GroupCommit(Generic[T]):
@@ -33,7 +36,7 @@ class GroupCommit(Generic[T]):
     async def __call__(self, item: T, saga_id: str) -> Any:
         """Commit `item` (a write of `saga_id`) in the next batch; its result or exception."""
         own: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, own))
+        self._queue.append((item, own, saga_id))
         alone, self._last = saga_id == self._last, saga_id
         try:
             if self._writing:  # a batch is being written: ours goes in the next one
@@ -50,7 +53,7 @@ class GroupCommit(Generic[T]):
                     self._writing = False
             return await own
         except asyncio.CancelledError:  # not taken into a batch yet: it is never written
-            self._queue = [(i, f) for i, f in self._queue if f is not own]
+            self._queue = [q for q in self._queue if q[1] is not own]
             raise
 
     async def _drain(self) -> None:
@@ -66,7 +69,13 @@ class GroupCommit(Generic[T]):
         commit joins it: with SQLite, whose writes never yield, only that wait groups them."""
         if not alone or self._together > 1:
             await asyncio.sleep(0)
-        batch, self._queue = self._queue, []
+        batch: _Queued[T] = []
+        later: _Queued[T] = []
+        sagas: set[str] = set()
+        for queued in self._queue:  # one write per saga; its next one in the next batch
+            (later if queued[2] in sagas else batch).append(queued)
+            sagas.add(queued[2])
+        self._queue = later
         if len(batch) == 1:
             await self._write(batch)
             return
@@ -76,16 +85,16 @@ class GroupCommit(Generic[T]):
     async def _write(self, batch: _Queued[T]) -> None:
         """Flush the batch and settle every commit's future with its own outcome."""
         try:
-            outcomes = await self._flush([item for item, _ in batch])
+            outcomes = await self._flush([item for item, _, _ in batch])
         except Exception as exc:  # the whole transaction failed: every commit in it did
             outcomes = [(False, exc)] * len(batch)
         except BaseException:  # a lone commit cancelled (by its own caller) before it wrote
-            for _, fut in batch:
+            for _, fut, _ in batch:
                 fut.cancel()
             raise
         self.batches += 1
         self._together = len(batch)
-        for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, fut, _), (ok, value) in zip(batch, outcomes, strict=True):
             if fut.done():  # its caller was cancelled meanwhile
                 continue
             if ok:

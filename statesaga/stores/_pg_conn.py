@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import inspect
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..exceptions import CommitOutcomeUnknown, SagaError, StoreError
+from ..exceptions import CommitOutcomeUnknown, SagaError, StoreError, StoreRefused
 from . import _sql
 from .base import Opened
 from .urls import redact
@@ -26,6 +27,9 @@ BY_KEY = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin":
 # SQLSTATEs that say the connection (not the statement) failed: class 08, and the server
 # shutting down or refusing (57P01-57P03). A statement in flight then may have committed.
 _LOST_STATES = ("57P01", "57P02", "57P03")
+# SQLSTATE classes of a refused write: data exception (a NUL, a bad value), integrity
+# constraint violation, program limit exceeded (a value too large).
+_REFUSED_CLASSES = ("22", "23", "54")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -59,6 +63,7 @@ class PgConnections(Opened):
         self._failures = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                           asyncpg.InternalClientError)
         self._dsn, self._secrets = dsn, _secrets(dsn)
+        self.clock_offset = 0.0  # the server's clock minus this machine's (`StoreClock`)
         self.schema = schema
         self.min_size, self.max_size, self.connect_timeout = min_size, max_size, connect_timeout
         self.url = redact(dsn) if schema == "statesaga" else redact(
@@ -103,6 +108,7 @@ class PgConnections(Opened):
             try:
                 async with pool.acquire() as conn:
                     await self._migrate(conn)
+                    self.clock_offset = await self._offset(conn)
             except BaseException:
                 await pool.close()
                 raise
@@ -120,6 +126,17 @@ class PgConnections(Opened):
             for conn in idle:
                 await pool.release(conn)
             await pool.close()
+
+    async def _offset(self, conn: Any) -> float:
+        """How far the server's clock is ahead of this machine's (read halfway through a
+        round trip). This machine's clock is read as it is (time.time, not a `Clock`): it is
+        what is measured."""
+        try:
+            before = time.time()
+            server = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+            return float(server) - (before + time.time()) / 2
+        except self._failures as exc:
+            raise self._failed(exc) from exc
 
     async def _migrate(self, conn: Any) -> None:
         try:
@@ -189,11 +206,22 @@ class PgConnections(Opened):
                 f"the connection to the saga store {self.url} failed while a write was in "
                 f"flight ({what}): it may or may not have been stored; load the saga again "
                 "before doing anything else with it")
-        if not isinstance(exc, self._failures):  # refused by the driver before it was sent
-            what = f"refused by the driver: {what}"
+        if not isinstance(exc, self._failures) or self._refused(exc):
+            if not isinstance(exc, self._failures):  # refused by the driver before it was sent
+                what = f"refused by the driver: {what}"
+            return StoreRefused(
+                f"the saga store {self.url} refused the write ({what}); the transaction was "
+                "rolled back, so nothing was half-written")
         return StoreError(
             f"the saga store {self.url} failed ({what}); the transaction was rolled back, so "
             "nothing was half-written: fix the cause, then resume the saga")
+
+    def _refused(self, exc: BaseException) -> bool:
+        """Did the server refuse what was written (a value, a constraint, a trigger's raise),
+        so that writing it again would fail again?"""
+        state = getattr(exc, "sqlstate", None) or ""
+        return isinstance(exc, self._asyncpg.PostgresError) and (
+            state[:2] in _REFUSED_CLASSES or state == "P0001")
 
     def _scrub(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"

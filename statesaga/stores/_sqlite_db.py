@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from ..exceptions import SagaError, StoreError
+from ..exceptions import SagaError, StoreError, StoreRefused
 from . import _sql
 from ._group import GroupCommit, Outcome
 from ._writer_thread import WriterThread
@@ -47,7 +47,12 @@ from_ts = datetime.fromisoformat
 
 
 def clock(now: float | None) -> float:
-    """`now`, or the store's own clock (this machine's) when None."""
+    """`now`, or the store's own clock (this machine's) when None.
+
+    One machine, one clock: every process using one SQLite file runs on the machine that
+    holds it (SQLite's locks do not hold over a network share), so leases, timers and
+    deadlines all read the same clock, and a skew between workers cannot happen. (PostgreSQL
+    serves many machines: its leases and timers read the database's clock, `StoreClock`.)"""
     return time.time() if now is None else now
 
 
@@ -194,6 +199,10 @@ class SQLiteFile(Opened):
     def _error(self, exc: Exception) -> StoreError:
         full = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
         hint = "free disk space" if full else "fix the cause"
+        if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | UnicodeError):
+            return StoreRefused(  # a value or a constraint: writing it again fails again
+                f"the saga store {self.url} refused the write ({type(exc).__name__}: {exc}); "
+                "the transaction was rolled back, so nothing was half-written")
         return StoreError(f"the saga store {self.url} failed ({type(exc).__name__}: {exc}); "
                           f"the transaction was rolled back, so nothing was half-written: {hint}, "
                           "then resume the saga")
