@@ -74,11 +74,17 @@ def console(tmp_path: Path) -> Iterator[str]:
         await store.close()
 
     asyncio.run(seed())
+    yield from serving(tmp_path, ["--token", TOKEN], str(ROOT))
+
+
+def serving(cwd: Path, args: list[str], pythonpath: str) -> Iterator[str]:
+    """`statesaga web` on `cwd`'s sagas.db in a child process (with `args`), until closed:
+    its URL once it answers."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "statesaga.cli", "web", "--store", "sqlite:///sagas.db",
-         "--port", str(port), "--token", TOKEN], cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+         "--port", str(port), *args], cwd=cwd,
+        env={**os.environ, "PYTHONPATH": pythonpath}, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
@@ -21,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.te
 
 import structlog  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
-from test_web_browser import ROOT, free_port, need_browser  # noqa: E402
+from test_web_browser import ROOT, need_browser, serving  # noqa: E402
 
 from statesaga import Orchestrator, SQLiteStore  # noqa: E402
 from statesaga.diagrams.examples import InstantClock  # noqa: E402
@@ -87,26 +83,8 @@ def test_the_diagram_draws_the_child_inside_its_step(client: TestClient) -> None
 @pytest.fixture
 def console(tmp_path: Path) -> Iterator[str]:
     seeded(tmp_path / "sagas.db")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "statesaga.cli", "web", "--store", "sqlite:///sagas.db",
-         "--port", str(port), "--saga", "order_sagas:order"], cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
-        stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url + "/api/outbox", timeout=1).read()
-                break
-            except OSError:
-                if server.poll() is not None:
-                    pytest.fail(f"statesaga web exited: {server.stderr.read()}")  # type: ignore[union-attr]
-                time.sleep(0.05)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    yield from serving(tmp_path, ["--saga", "order_sagas:order"],
+                       f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
 
 
 @pytest.mark.browser
