@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -304,7 +305,11 @@ async def raw_channel(url: str) -> tuple[aio_pika.abc.AbstractConnection,
 
 async def rabbitmqctl(*args: str) -> None:
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed: cannot restart the broker")
+        msg = ("rabbitmqctl is not installed: cannot restart the broker "
+               "(apt-get install rabbitmq-server)")
+        if os.environ.get("STATESAGA_REQUIRE_SERVICES") == "1":
+            pytest.fail(msg + " (STATESAGA_REQUIRE_SERVICES=1 makes this a failure)")
+        pytest.skip(msg)
     proc = await asyncio.create_subprocess_exec(
         "rabbitmqctl", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
