@@ -59,12 +59,17 @@ class StoreClock(SystemClock):
 
     def __init__(self, store: object) -> None:
         self._store = store
+        self._measures = hasattr(store, "clock_offset")  # PostgreSQL's stores do
+        self._ready = not self._measures
 
     def time(self) -> float:
-        return time.time() + float(getattr(self._store, "clock_offset", 0.0))
+        if self._measures:
+            return time.time() + float(self._store.clock_offset)  # type: ignore[attr-defined]
+        return time.time()
 
     async def ready(self) -> None:
-        """Open a store that measures its clock (PostgreSQL), so that the offset is known
-        before a time is taken to be stored (a new saga's deadline)."""
-        if hasattr(self._store, "clock_offset"):
+        """Open a store that measures its clock (PostgreSQL), once, so that the offset is
+        known before a time is taken to be stored (a new saga's deadline)."""
+        if not self._ready:
             await self._store.open()  # type: ignore[attr-defined]
+            self._ready = True
