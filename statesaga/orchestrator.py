@@ -29,7 +29,7 @@ from .exceptions import (
 )
 from .execution import Runner
 from .logs import logger as _log
-from .orchestrator_children import CURRENT, SubSaga
+from .orchestrator_children import CURRENT, sub_sagas
 from .orchestrator_many import RecoveryReport
 from .records import TERMINALS, SagaRecord, SagaStatus, Trigger
 from .saga_run import SagaRun
@@ -84,9 +84,8 @@ class Orchestrator:
             machine.freeze("an Orchestrator")
             self._definitions[(machine.name, machine.version)] = machine
             self._registered.add(id(machine))
-            for d in machine.graph.defs.values():  # its sub-sagas are recovered here too
-                if isinstance(d.step.action, SubSaga):
-                    self.register(d.step.action.machine)
+            for child in sub_sagas(machine.graph).values():  # recovered here too
+                self.register(child)
         return machine
 
     def definition(self, record: SagaRecord) -> SagaStateMachine:

@@ -22,6 +22,7 @@ from .records import SagaStatus
 if TYPE_CHECKING:
     from .context import StepContext
     from .definition import SagaStateMachine
+    from .graph import Graph
     from .orchestrator import Orchestrator
     from .records import SagaRecord
     from .stores.base import SagaStore
@@ -36,6 +37,12 @@ class ChildCompensated(SagaError):
 
 class ChildStuck(OutcomeUnknown):
     """The child saga is stuck: part of it may have happened; the parent's step is undone."""
+
+
+def sub_sagas(graph: Graph) -> dict[str, SagaStateMachine]:
+    """The steps of `graph` that run a child saga, and the child's machine, in order."""
+    return {s: d.step.action.machine for s, d in graph.defs.items()
+            if isinstance(d.step.action, SubSaga)}
 
 
 def child_id(ctx: StepContext) -> str:

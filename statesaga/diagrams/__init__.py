@@ -120,7 +120,7 @@ async def load_children(store: SagaStore, machine: SagaStateMachine,
     """The records of `record`'s sub-sagas that exist in `store` (a step not reached yet has
     none), their own sub-sagas' after them: what `to_dot(..., children=)` draws."""
     from ..exceptions import SagaNotFound
-    from .model import sub_sagas
+    from ..orchestrator_children import sub_sagas
 
     out: list[SagaRecord] = []
     for step, child in sub_sagas(machine.graph).items():

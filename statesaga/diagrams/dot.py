@@ -29,10 +29,11 @@ from ..graph import (
     Graph,
     mirror,
 )
+from ..orchestrator_children import sub_sagas
 from ..records import COMPENSATED, COMPLETED, FAILED
 from .forks import BAR, cluster, draw_group
 from .lanes import LANE, branch_nodes, group_of, join
-from .model import START, Key, column, drawn_states, edges, policy, short, sub_sagas
+from .model import START, Key, column, drawn_states, edges, policy, short
 from .subsagas import SUB_FILL, child_traces, draw_sub_saga, levels, sub_of, tail
 from .trace import Trace
 

@@ -14,9 +14,10 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ..orchestrator_children import sub_sagas
 from ..records import COMPENSATED, COMPLETED, FAILED
 from .lanes import branch_nodes, group_of
-from .model import drawn_states, edges, mirrors, policy, sub_sagas
+from .model import drawn_states, edges, mirrors, policy
 from .subsagas import child_traces, inner, rows, sub_of
 from .trace import Trace
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import SagaError
 from ..graph import FORWARD, MIRROR, RESUME, SELF, STUCK, SUCCEED, Graph, mirror
+from ..orchestrator_children import sub_sagas
 from ..records import FAILED, MIRROR_PREFIX, Kind
 
 if TYPE_CHECKING:
@@ -22,14 +23,6 @@ if TYPE_CHECKING:
 TIMES = "\u00d7"  # the multiplication sign, as in "failed 2x"
 START = "start"  # the kind of the drawn edge into the initial state
 Key = tuple[str, str, str]  # a drawn edge: (source, dest, kind)
-
-
-def sub_sagas(graph: Graph) -> dict[str, SagaStateMachine]:
-    """The steps of `graph` that run a child saga, and the child's machine, in order."""
-    from ..orchestrator_children import SubSaga
-
-    return {s: d.step.action.machine for s, d in graph.defs.items()
-            if isinstance(d.step.action, SubSaga)}
 
 
 def mirrors(graph: Graph) -> list[str]:

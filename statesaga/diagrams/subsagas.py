@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import SagaError
 from ..graph import FAILURE, MIRROR, UNKNOWN, Graph, mirror
+from ..orchestrator_children import sub_sagas
 from ..records import COMPENSATED, COMPLETED
 from .lanes import tail as lane_tail
-from .model import START, Key, column, edges, sub_sagas
+from .model import START, Key, column, edges
 from .trace import Trace
 
 if TYPE_CHECKING:

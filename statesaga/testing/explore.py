@@ -14,6 +14,7 @@ from ..definition import SagaStateMachine
 from ..exceptions import SagaNotFound, UndeliverableEvent
 from ..logs import muted
 from ..orchestrator import Orchestrator
+from ..orchestrator_children import sub_sagas
 from ..records import SagaRecord, Transition
 from ..stores.base import Commit, SagaStore, Signals
 from .clock import FakeClock
@@ -30,7 +31,7 @@ from .scenarios import (
     plan,
 )
 from .stalls import late_problems, run_stalled, stall_plan
-from .subsagas import child_failing, child_plan, child_problems, own, sub_sagas
+from .subsagas import child_failing, child_plan, child_problems, own
 
 
 def _simulated(where: str) -> None:
@@ -168,7 +169,7 @@ class _Explorer:
                         ) -> dict[str, SagaRecord | None]:
         """The records of the saga's sub-sagas, by step (None: never started)."""
         found: dict[str, SagaRecord | None] = {}
-        for step in sub_sagas(self.machine):
+        for step in sub_sagas(self.machine.graph):
             try:
                 found[step] = await store.load(f"{saga_id}/{step}")
             except SagaNotFound:
@@ -275,7 +276,7 @@ async def explore_failures(
 def _bounds(machine: SagaStateMachine, crashes: bool) -> tuple[str, ...]:
     """How the exploration was bounded where trying everything would not end."""
     out = []
-    for step, child in sub_sagas(machine).items():
+    for step, child in sub_sagas(machine.graph).items():
         out.append(
             f"sub-saga step {step!r} (machine {child.name!r}): one level deep; each of its "
             "steps raising (once, always) and timing out, each of its compensations raising "

@@ -15,24 +15,17 @@ from collections.abc import Mapping
 
 from ..definition import SagaStateMachine
 from ..graph import Graph, mirror
+from ..orchestrator_children import sub_sagas
 from ..records import COMPENSATED, COMPLETED, SagaRecord, Trigger
 from .invariants import compensation_problems, history_problems
 from .scenarios import Journal, Scenario, runnable
-
-
-def sub_sagas(machine: SagaStateMachine) -> dict[str, SagaStateMachine]:
-    """The steps of `machine` that run a child saga, and the child's machine, in order."""
-    from ..orchestrator_children import SubSaga
-
-    return {s: d.step.action.machine for s, d in machine.graph.defs.items()
-            if isinstance(d.step.action, SubSaga)}
 
 
 def child_plan(machine: SagaStateMachine) -> list[Scenario]:
     """The failure scenarios inside each sub-saga step of `machine` (see the module)."""
     out: list[Scenario] = []
     steps = runnable(machine)
-    for step, child in sub_sagas(machine).items():
+    for step, child in sub_sagas(machine.graph).items():
         graph = child.graph
         inner = runnable(child)
         after = steps[steps.index(step) + 1:]  # the parent failing after the child completed
@@ -72,7 +65,7 @@ def child_failing(machine: SagaStateMachine) -> list[str]:
     """For each sub-saga step, its child's last step: the crash scenarios' failing path
     inside the child."""
     out = []
-    for step, child in sub_sagas(machine).items():
+    for step, child in sub_sagas(machine.graph).items():
         inner = runnable(child)
         if inner and any(child.graph.compensable(s) for s in child.graph.forward):
             out.append(f"{step}/{inner[-1]}")
@@ -102,7 +95,7 @@ def child_problems(machine: SagaStateMachine, parent: SagaRecord,
     """The invariants of each child saga, and that it ended as its parent needs: completed
     under a completed parent, compensated (or never started) under a compensated one."""
     out: list[str] = []
-    for step, child in sub_sagas(machine).items():
+    for step, child in sub_sagas(machine.graph).items():
         record = children.get(step)
         if record is None:
             if f"{step}/" in " ".join(journal.ran):
